@@ -1,0 +1,269 @@
+/* A sandbox's pid 1. It starts processes on request, reaps everything
+ * (orphans included), reports the ends of the processes it started, and
+ * on request kills every other process in the namespace.
+ *
+ * It holds no capability, is not dumpable (so processes beside it cannot
+ * ptrace it or reach its fds through /proc/1), and installs no signal
+ * handler: the kernel drops every signal sent to a pid namespace's init
+ * from inside when the handler is the default, so a tenant cannot kill it. */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_TRACKED 1024
+
+typedef struct init_state {
+    int ctl;                    /* control socket to the sandbox's owner */
+    int sigfd;                  /* SIGCHLD */
+    const sbx_seccomp_t *seccomp;
+    pid_t tracked[MAX_TRACKED]; /* processes started on request, still running */
+    int n_tracked;
+    char *buf;                  /* one control message */
+} init_state_t;
+
+static void send_end(init_state_t *st, pid_t pid, int status)
+{
+    for (int i = 0; i < st->n_tracked; i++) {
+        if (st->tracked[i] != pid)
+            continue;
+        st->tracked[i] = st->tracked[--st->n_tracked];
+        struct sbx_msg_end m = {.type = SBX_MSG_END, .pid = pid, .status = status};
+        (void)!send(st->ctl, &m, sizeof(m), MSG_NOSIGNAL);
+        return;
+    }
+}
+
+static void reap(init_state_t *st)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+        send_end(st, pid, status);
+}
+
+static void send_started(init_state_t *st, pid_t pid, int err, const char *what)
+{
+    struct sbx_msg_started m = {.type = SBX_MSG_STARTED, .pid = pid, .err = err};
+    snprintf(m.what, sizeof(m.what), "%s", what);
+    (void)!send(st->ctl, &m, sizeof(m), MSG_NOSIGNAL);
+}
+
+/* In the forked child: become the requested process. Reports a failure as
+ * "step\0errno" on errpipe (close-on-exec, so success says nothing). */
+__attribute__((noreturn)) static void exec_child(init_state_t *st, int errpipe, const int stdio[3], char **argv,
+                                                 char **envp, const char *cwd)
+{
+    const char *step = "setsid";
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* A new session with no controlling terminal: TIOCSTI and friends have
+     * nothing to inject into. */
+    if (setsid() < 0)
+        goto fail;
+    step = "stdio";
+    for (int i = 0; i < 3; i++)
+        if (dup2(stdio[i], i) < 0)
+            goto fail;
+    step = "chdir";
+    if (chdir(cwd) < 0)
+        goto fail;
+    /* Every other fd closes at exec (CVE-2024-21626); errpipe stays usable
+     * until then. */
+    step = "close_range";
+    if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        goto fail;
+    step = "seccomp";
+    if (sbx_seccomp_install(st->seccomp) < 0)
+        goto fail;
+    step = "exec";
+    execvpe(argv[0], argv, envp);
+fail:;
+    int e = errno;
+    char msg[80];
+    int n = snprintf(msg, sizeof(msg), "%s%c%d", step, '\0', e);
+    (void)!write(errpipe, msg, (size_t)n + 1);
+    _exit(127);
+}
+
+/* Split n NUL-terminated strings starting at *p (bounded by end). */
+static int take_strings(char **p, const char *end, uint32_t n, char **out)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        char *nul = memchr(*p, '\0', (size_t)(end - *p));
+        if (nul == NULL)
+            return -1;
+        out[i] = *p;
+        *p = nul + 1;
+    }
+    out[n] = NULL;
+    return 0;
+}
+
+static void handle_exec(init_state_t *st, size_t len, const int *fds, int n_fds)
+{
+    /* 'E', fd mask, argc u32, envc u32, then argv, envp, cwd strings. */
+    int stdio[3] = {-1, -1, -1};
+    int nextfd = 0;
+    if (len < 10) {
+        send_started(st, 0, EINVAL, "malformed exec request");
+        return;
+    }
+    unsigned char mask = (unsigned char)st->buf[1];
+    for (int i = 0; i < 3; i++)
+        stdio[i] = (mask & (1u << i)) && nextfd < n_fds ? fds[nextfd++] : -1;
+    uint32_t argc, envc;
+    memcpy(&argc, st->buf + 2, 4);
+    memcpy(&envc, st->buf + 6, 4);
+    if (argc == 0 || argc > 4096 || envc > 4096) {
+        send_started(st, 0, EINVAL, "malformed exec request");
+        return;
+    }
+    char **argv = calloc(argc + 1, sizeof(char *));
+    char **envp = calloc(envc + 1, sizeof(char *));
+    char *cwd[2];
+    char *p = st->buf + 10;
+    const char *end = st->buf + len;
+    if (argv == NULL || envp == NULL || take_strings(&p, end, argc, argv) < 0 ||
+        take_strings(&p, end, envc, envp) < 0 || take_strings(&p, end, 1, cwd) < 0) {
+        send_started(st, 0, EINVAL, "malformed exec request");
+        goto out;
+    }
+    int devnull = -1;
+    for (int i = 0; i < 3; i++) {
+        if (stdio[i] >= 0)
+            continue;
+        if (devnull < 0)
+            devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        stdio[i] = devnull;
+    }
+    if (st->n_tracked == MAX_TRACKED) {
+        send_started(st, 0, EAGAIN, "too many processes started");
+        goto close_null;
+    }
+    int errpipe[2];
+    if (pipe2(errpipe, O_CLOEXEC) < 0) {
+        send_started(st, 0, errno, "pipe");
+        goto close_null;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(errpipe[0]);
+        exec_child(st, errpipe[1], stdio, argv, envp, cwd[0]);
+    }
+    int fork_errno = errno;
+    close(errpipe[1]);
+    if (pid < 0) {
+        close(errpipe[0]);
+        send_started(st, 0, fork_errno, "fork");
+        goto close_null;
+    }
+    char msg[80] = {0};
+    ssize_t n = read_all(errpipe[0], msg, sizeof(msg) - 1);
+    close(errpipe[0]);
+    if (n > 0) {
+        /* exec failed: the child is exiting; it is reaped, not reported. */
+        size_t sl = strlen(msg);
+        int e = (size_t)n > sl + 1 ? atoi(msg + sl + 1) : EIO;
+        send_started(st, 0, e, msg);
+    } else {
+        st->tracked[st->n_tracked++] = pid;
+        send_started(st, pid, 0, "");
+    }
+close_null:
+    if (devnull >= 0)
+        close(devnull);
+out:
+    free(argv);
+    free(envp);
+}
+
+static void handle_reset(init_state_t *st)
+{
+    /* kill(-1) reaches every process in our pid namespace but us, and
+     * forks racing with it fail: nothing started before survives. */
+    kill(-1, SIGKILL);
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, 0)) > 0 || (pid < 0 && errno == EINTR))
+        if (pid > 0)
+            send_end(st, pid, status);
+    char done = SBX_MSG_RESET_DONE;
+    (void)!send(st->ctl, &done, 1, MSG_NOSIGNAL);
+}
+
+void sbx_init_main(int ctl, const sbx_seccomp_t *seccomp, uint32_t nofile)
+{
+    init_state_t st = {.seccomp = seccomp};
+    /* Keep only the control socket (as fd 3) and a /dev/null stdio: the
+     * fds of whoever cloned us must not reach the sandbox. */
+    if (ctl != 3) {
+        if (dup3(ctl, 3, O_CLOEXEC) < 0)
+            _exit(1);
+    }
+    st.ctl = 3;
+    syscall(SYS_close_range, 4, ~0U, 0);
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0)
+        _exit(1);
+    if (null > 3)
+        close(null);
+
+    struct rlimit core = {0, 0}, files = {nofile, nofile};
+    if (setrlimit(RLIMIT_CORE, &core) < 0 || setrlimit(RLIMIT_NOFILE, &files) < 0)
+        _exit(1);
+
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    st.sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    st.buf = malloc(SBX_MAX_MSG);
+    if (st.sigfd < 0 || st.buf == NULL)
+        _exit(1);
+
+    char ready = 'K';
+    if (send(st.ctl, &ready, 1, MSG_NOSIGNAL) != 1)
+        _exit(1);
+
+    for (;;) {
+        struct pollfd pfd[2] = {{st.ctl, POLLIN, 0}, {st.sigfd, POLLIN, 0}};
+        if (poll(pfd, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (pfd[1].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(st.sigfd, &si, sizeof(si)) == sizeof(si))
+                ;
+            reap(&st);
+        }
+        if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            int fds[3], n_fds = 0;
+            ssize_t n = sbx_recv_msg(st.ctl, st.buf, SBX_MAX_MSG, fds, 3, &n_fds);
+            if (n <= 0)
+                break; /* owner gone: take everything down with us */
+            if (st.buf[0] == SBX_MSG_EXEC)
+                handle_exec(&st, (size_t)n, fds, n_fds);
+            else if (st.buf[0] == SBX_MSG_RESET)
+                handle_reset(&st);
+            for (int i = 0; i < n_fds; i++)
+                close(fds[i]);
+        }
+    }
+    kill(-1, SIGKILL);
+    _exit(0);
+}

@@ -1,0 +1,97 @@
+/* Private to sandbox/: the pieces behind sandbox.h. */
+#ifndef HEARTH_SANDBOX_INTERNAL_H
+#define HEARTH_SANDBOX_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cgroup.h"
+#include "sandbox.h"
+#include "seccomp.h"
+
+/* Control messages between the caller and a sandbox's init, one per
+ * SOCK_SEQPACKET datagram. The first byte is the type. */
+enum {
+    SBX_MSG_EXEC = 'E',   /* caller → init: argv/envp/cwd, stdio fds attached */
+    SBX_MSG_RESET = 'R',  /* caller → init: kill everything but init, reap */
+    SBX_MSG_STARTED = 'S', /* init → caller: pid, or errno of a failed exec */
+    SBX_MSG_END = 'X',    /* init → caller: pid and wait status */
+    SBX_MSG_RESET_DONE = 'D',
+};
+
+struct sbx_msg_started {
+    char type;
+    int32_t pid; /* > 0, or 0 with err set */
+    int32_t err; /* errno of the failed fork/exec */
+    char what[64];
+};
+
+struct sbx_msg_end {
+    char type;
+    int32_t pid;
+    int32_t status; /* as from waitpid */
+};
+
+#define SBX_MAX_MSG (256 * 1024)
+
+/* What the spawner needs to create a sandbox (spec already validated). */
+typedef struct sbx_spawn_req {
+    const sbx_spec_t *spec;
+    uid_t uid;                 /* host uid/gid that root inside maps to */
+    const sbx_seccomp_t *seccomp;
+    int cg_fds[SBX_CG_MAX_HIER]; /* v1: cgroup dirs to attach to; v2: cg_fds[0] for clone3 */
+    int n_cg_fds;
+    bool into_cgroup;          /* v2: clone3(CLONE_INTO_CGROUP) with cg_fds[0] */
+} sbx_spawn_req_t;
+
+typedef struct sbx_spawn_res {
+    pid_t pid;   /* host pid of init */
+    int pidfd;
+    int ctl;     /* our end of the control socket */
+} sbx_spawn_res_t;
+
+/* namespaces.c: clone init into fresh namespaces, set up its root and
+ * identity, and wait until it is ready. Runs in whichever process holds
+ * the sandboxes' parent role (the spawner, or `hearth run` itself).
+ * A creation in progress is a small state machine driven by the child's
+ * messages, so that the spawner can have many under way at once. */
+typedef struct sbx_spawning {
+    pid_t pid;  /* host pid of the child */
+    int pidfd;
+    int sock;   /* our end of the handshake (later: control) socket */
+    uid_t uid;  /* host uid/gid to map root to */
+} sbx_spawning_t;
+int sbx_spawn_begin(const sbx_spawn_req_t *req, sbx_spawning_t *sp, hearth_error_t *err);
+/* Handle one message from the child (blocks if sp->sock is blocking).
+ * 0: still in progress; 1: ready, res filled; -1: failed, child gone. */
+int sbx_spawn_advance(sbx_spawning_t *sp, sbx_spawn_res_t *res, hearth_error_t *err);
+void sbx_spawn_abort(sbx_spawning_t *sp);
+/* begin + advance until done. */
+int sbx_spawn_local(const sbx_spawn_req_t *req, sbx_spawn_res_t *res, hearth_error_t *err);
+
+/* init.c: the loop of a sandbox's pid 1. Never returns. */
+__attribute__((noreturn)) void sbx_init_main(int ctl, const sbx_seccomp_t *seccomp, uint32_t nofile);
+
+/* caps.c: drop every capability (bounding, ambient, inheritable,
+ * permitted, effective), lock securebits, set no_new_privs. */
+int sbx_caps_drop_all(hearth_error_t *err);
+
+/* spawner.c: requests carry a ticket; answers come back, possibly out of
+ * order, with theirs. */
+typedef struct sbx_spawner sbx_spawner_t;
+int sbx_spawner_start(sbx_spawner_t **out, hearth_error_t *err);
+int sbx_spawner_fd(const sbx_spawner_t *sp);
+int sbx_spawner_send(sbx_spawner_t *sp, uint64_t ticket, const sbx_spawn_req_t *req, hearth_error_t *err);
+/* Read one answer (blocking unless the fd is non-blocking: then 0 when
+ * none is there). 1: *ticket set; ok → res filled, else err filled and
+ * *failed set. -1: the spawner is gone. */
+int sbx_spawner_recv(sbx_spawner_t *sp, uint64_t *ticket, bool *failed, sbx_spawn_res_t *res,
+                     hearth_error_t *err);
+void sbx_spawner_stop(sbx_spawner_t *sp);
+
+/* SCM_RIGHTS helpers (fds may be NULL/0). Return bytes or -1/errno. */
+ssize_t sbx_send_msg(int sock, const void *buf, size_t len, const int *fds, int n_fds);
+ssize_t sbx_recv_msg(int sock, void *buf, size_t len, int *fds, int max_fds, int *n_fds);
+
+#endif

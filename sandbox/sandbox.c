@@ -1,0 +1,816 @@
+/* The sandbox layer's public face (sandbox.h): host context, sandbox
+ * life cycle, process control through the sandbox's init. */
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_PENDING_ENDS 64
+
+typedef struct seccomp_entry {
+    char *profile; /* "default" or a path */
+    sbx_seccomp_t *sc;
+    struct seccomp_entry *next;
+} seccomp_entry_t;
+
+struct sbx_host {
+    sbx_cgroups_t cgs;
+    bool cg_open;
+    uid_t uid_base;
+    uint32_t uid_count;
+    uint8_t *uid_used;          /* one byte per uid slot */
+    uint32_t uid_next;          /* where the next slot search starts */
+    uint64_t next_id;           /* names cgroups sbx-<id> */
+    seccomp_entry_t *seccomps;  /* compiled once per profile */
+    sbx_spawner_t *spawner;     /* NULL: clone from this process */
+    sbx_t *live;                /* every sandbox not yet destroyed */
+    sbx_t *pending;             /* asked of the spawner, not yet answered (via ->next) */
+    bool shared_root;           /* see sbx_host_config_t */
+    char *seccomp_cache;        /* see sbx_host_config_t */
+};
+
+struct sbx {
+    sbx_host_t *host;
+    sbx_cgroup_t cg;
+    uint64_t ticket;            /* creation request id; names the cgroup */
+    pid_t init_pid;
+    int pidfd;                  /* readable once init is gone */
+    int ctl;                    /* control socket to init */
+    uint32_t uid_slot;
+    bool dead;                  /* init gone or killed */
+    pid_t last_pid;             /* process started last by sbx_exec */
+    sbx_usage_t base;           /* counters when last_pid started */
+    sbx_end_t pending[MAX_PENDING_ENDS]; /* ends read while waiting for something else */
+    int n_pending;
+    sbx_t *prev, *next;         /* host->live */
+};
+
+/* --- cgroups left by a killed predecessor -------------------------------- */
+
+static int open_existing(sbx_cgroups_t *cgs, const char *name, sbx_cgroup_t *cg)
+{
+    memset(cg, 0, sizeof(*cg));
+    cg->cgs = cgs;
+    snprintf(cg->name, sizeof(cg->name), "%s", name);
+    int found = 0;
+    for (int i = 0; i < cgs->n_hier; i++) {
+        cg->dirfd[i] = openat(cgs->hier_dirfd[i], name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        found += cg->dirfd[i] >= 0;
+    }
+    cg->created = found > 0;
+    return found;
+}
+
+static void close_cg(sbx_cgroup_t *cg)
+{
+    for (int i = 0; i < SBX_CG_MAX_HIER; i++) {
+        if (cg->dirfd[i] >= 0)
+            close(cg->dirfd[i]);
+        cg->dirfd[i] = -1;
+    }
+}
+
+static bool pid_alive(pid_t pid)
+{
+    return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+}
+
+/* Destroy stale children of our root: every sbx-* when the root is ours
+ * alone, and run-<pid>-<n> of `hearth run` processes that no longer exist. */
+static void clean_stale(sbx_cgroups_t *cgs, bool exclusive)
+{
+    int fd = openat(cgs->hier_dirfd[0], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (d == NULL) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_type != DT_DIR)
+            continue;
+        bool stale = (exclusive && strncmp(de->d_name, "sbx-", 4) == 0) ||
+                     (strncmp(de->d_name, "run-", 4) == 0 && !pid_alive((pid_t)atoi(de->d_name + 4)));
+        if (!stale)
+            continue;
+        sbx_cgroup_t cg;
+        hearth_error_t err;
+        if (open_existing(cgs, de->d_name, &cg) > 0)
+            cgs->ops->destroy(&cg, &err);
+        close_cg(&cg);
+    }
+    closedir(d);
+}
+
+static void discard(sbx_t *sb);
+
+/* --- host ----------------------------------------------------------------- */
+
+int sbx_host_open(const sbx_host_config_t *cfg, sbx_host_t **out, hearth_error_t *err)
+{
+    if (geteuid() != 0)
+        return hearth_error_set(err, EPERM, "sandboxes need root (namespaces, cgroups, uid maps)");
+    sbx_host_t *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return hearth_error_set(err, ENOMEM, "sandbox host");
+    h->uid_base = cfg->uid_base ? cfg->uid_base : 100000;
+    h->uid_count = cfg->uid_count ? cfg->uid_count : 65536;
+    h->uid_used = calloc(h->uid_count, 1);
+    if (h->uid_used == NULL) {
+        free(h);
+        return hearth_error_set(err, ENOMEM, "sandbox host");
+    }
+    h->next_id = 1;
+    /* Processes sharing a root also share the uid range: start each one's
+     * search somewhere else. */
+    if (cfg->shared_root)
+        h->uid_next = (uint32_t)getpid() % h->uid_count;
+    const char *root = cfg->cgroup_root && *cfg->cgroup_root ? cfg->cgroup_root : "hearth";
+    if (sbx_cgroups_detect(&h->cgs, root, err) < 0 || h->cgs.ops->open_root(&h->cgs, err) < 0) {
+        hearth_error_wrap(err, "cgroups");
+        sbx_host_close(h);
+        return -1;
+    }
+    h->cg_open = true;
+    h->shared_root = cfg->shared_root;
+    if (cfg->seccomp_cache != NULL && (h->seccomp_cache = strdup(cfg->seccomp_cache)) == NULL) {
+        sbx_host_close(h);
+        return hearth_error_set(err, ENOMEM, "sandbox host");
+    }
+    clean_stale(&h->cgs, !cfg->shared_root);
+    if (cfg->spawner && sbx_spawner_start(&h->spawner, err) < 0) {
+        sbx_host_close(h);
+        return -1;
+    }
+    *out = h;
+    return 0;
+}
+
+void sbx_host_close(sbx_host_t *h)
+{
+    if (h == NULL)
+        return;
+    while (h->live != NULL)
+        sbx_destroy(h->live);
+    /* Stopping the spawner kills the inits still being set up. */
+    sbx_spawner_stop(h->spawner);
+    while (h->pending != NULL) {
+        sbx_t *sb = h->pending;
+        h->pending = sb->next;
+        discard(sb);
+    }
+    for (seccomp_entry_t *e = h->seccomps, *next; e != NULL; e = next) {
+        next = e->next;
+        sbx_seccomp_free(e->sc);
+        free(e->profile);
+        free(e);
+    }
+    if (h->cg_open)
+        h->cgs.ops->close_root(&h->cgs, !h->shared_root);
+    free(h->uid_used);
+    free(h->seccomp_cache);
+    free(h);
+}
+
+const char *sbx_host_cgroup_mode(const sbx_host_t *h)
+{
+    return h->cgs.ops->name;
+}
+
+static const sbx_seccomp_t *seccomp_for(sbx_host_t *h, const char *profile, hearth_error_t *err)
+{
+    if (profile == NULL || *profile == '\0')
+        profile = "default";
+    for (seccomp_entry_t *e = h->seccomps; e != NULL; e = e->next)
+        if (strcmp(e->profile, profile) == 0)
+            return e->sc;
+    seccomp_entry_t *e = calloc(1, sizeof(*e));
+    if (e == NULL || (e->profile = strdup(profile)) == NULL) {
+        free(e);
+        hearth_error_set(err, ENOMEM, "seccomp profile");
+        return NULL;
+    }
+    if (sbx_seccomp_compile_cached(strcmp(profile, "default") == 0 ? NULL : profile, h->seccomp_cache, &e->sc,
+                                   err) < 0) {
+        free(e->profile);
+        free(e);
+        hearth_error_wrap(err, "seccomp profile `%s`", profile);
+        return NULL;
+    }
+    e->next = h->seccomps;
+    h->seccomps = e;
+    return e->sc;
+}
+
+/* --- sandboxes ------------------------------------------------------------- */
+
+static int take_uid(sbx_host_t *h, uint32_t *slot)
+{
+    for (uint32_t i = 0; i < h->uid_count; i++) {
+        uint32_t s = (h->uid_next + i) % h->uid_count;
+        if (!h->uid_used[s]) {
+            h->uid_used[s] = 1;
+            h->uid_next = s + 1;
+            *slot = s;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Validate the spec, fill in defaults, create the cgroup and take a uid:
+ * everything up to the clone. */
+static int prepare(sbx_host_t *h, const sbx_spec_t *in, sbx_t **out, sbx_spec_t *spec,
+                   const sbx_seccomp_t **sc, hearth_error_t *err)
+{
+    *spec = *in;
+    if (spec->hostname == NULL)
+        spec->hostname = "hearth";
+    if (spec->memory_bytes == 0)
+        spec->memory_bytes = 128ULL << 20;
+    if (spec->cpus <= 0)
+        spec->cpus = 1.0;
+    if (spec->pids == 0)
+        spec->pids = 64;
+    if (spec->tmp_bytes == 0)
+        spec->tmp_bytes = 64ULL << 20;
+    if (spec->nofile == 0)
+        spec->nofile = 1024;
+    if (strlen(spec->hostname) > 64)
+        return hearth_error_set(err, EINVAL, "hostname longer than 64 bytes");
+    if (spec->memory_bytes < (4ULL << 20))
+        return hearth_error_set(err, EINVAL, "memory limit below 4 MiB");
+    if (spec->rootfs != NULL && spec->rootfs[0] != '/')
+        return hearth_error_set(err, EINVAL, "rootfs `%s`: must be an absolute path", spec->rootfs);
+    for (size_t i = 0; i < spec->n_mounts; i++)
+        if (spec->mounts[i].source[0] != '/' || spec->mounts[i].target[0] != '/')
+            return hearth_error_set(err, EINVAL, "bind mount %s:%s: paths must be absolute",
+                                    spec->mounts[i].source, spec->mounts[i].target);
+    *sc = seccomp_for(h, spec->seccomp, err);
+    if (*sc == NULL)
+        return -1;
+
+    sbx_t *sb = calloc(1, sizeof(*sb));
+    if (sb == NULL)
+        return hearth_error_set(err, ENOMEM, "sandbox");
+    sb->host = h;
+    sb->pidfd = sb->ctl = -1;
+    sb->cg.cgs = &h->cgs;
+    for (int i = 0; i < SBX_CG_MAX_HIER; i++)
+        sb->cg.dirfd[i] = -1;
+    sb->ticket = h->next_id++;
+    if (h->shared_root)
+        snprintf(sb->cg.name, sizeof(sb->cg.name), "run-%d-%" PRIu64, (int)getpid(), sb->ticket);
+    else
+        snprintf(sb->cg.name, sizeof(sb->cg.name), "sbx-%" PRIu64, sb->ticket);
+    if (take_uid(h, &sb->uid_slot) < 0) {
+        free(sb);
+        return hearth_error_set(err, EAGAIN, "no free uid in the sandbox uid range");
+    }
+    sbx_cgroup_limits_t lim = {
+        .memory_bytes = spec->memory_bytes,
+        .cpu_period_us = 100000,
+        .cpu_quota_us = (uint64_t)(spec->cpus * 100000.0),
+        .pids = spec->pids,
+    };
+    if (h->cgs.ops->create(&h->cgs, &sb->cg, err) < 0 || h->cgs.ops->set_limits(&sb->cg, &lim, err) < 0) {
+        hearth_error_wrap(err, "cgroup %s", sb->cg.name);
+        discard(sb);
+        return -1;
+    }
+    *out = sb;
+    return 0;
+}
+
+/* Undo prepare() for a sandbox whose init never came up. */
+static void discard(sbx_t *sb)
+{
+    hearth_error_t ignore;
+    sb->host->cgs.ops->destroy(&sb->cg, &ignore);
+    close_cg(&sb->cg);
+    sb->host->uid_used[sb->uid_slot] = 0;
+    free(sb);
+}
+
+static void fill_req(sbx_t *sb, const sbx_spec_t *spec, const sbx_seccomp_t *sc, sbx_spawn_req_t *req)
+{
+    sbx_host_t *h = sb->host;
+    *req = (sbx_spawn_req_t){.spec = spec, .uid = h->uid_base + sb->uid_slot, .seccomp = sc};
+    int cfd = h->cgs.ops->clone_fd(&sb->cg);
+    if (cfd >= 0) {
+        req->into_cgroup = true;
+        req->cg_fds[0] = cfd;
+        req->n_cg_fds = 1;
+    } else {
+        for (int i = 0; i < h->cgs.n_hier; i++)
+            req->cg_fds[req->n_cg_fds++] = sb->cg.dirfd[i];
+    }
+}
+
+/* The init is up: the sandbox goes live. */
+static void go_live(sbx_t *sb, const sbx_spawn_res_t *res)
+{
+    sbx_host_t *h = sb->host;
+    sb->init_pid = res->pid;
+    sb->pidfd = res->pidfd;
+    sb->ctl = res->ctl;
+    /* The spawner drove the handshake non-blocking; the flag lives on the
+     * shared file description. Our reads choose per call (MSG_DONTWAIT). */
+    int fl = fcntl(sb->ctl, F_GETFL);
+    if (fl >= 0)
+        fcntl(sb->ctl, F_SETFL, fl & ~O_NONBLOCK);
+    sb->prev = NULL;
+    sb->next = h->live;
+    if (h->live)
+        h->live->prev = sb;
+    h->live = sb;
+}
+
+int sbx_create(sbx_host_t *h, const sbx_spec_t *in, sbx_t **out, hearth_error_t *err)
+{
+    if (h->spawner != NULL) {
+        uint64_t ticket;
+        if (sbx_create_async(h, in, &ticket, err) < 0)
+            return -1;
+        for (;;) {
+            struct pollfd p = {sbx_host_fd(h), POLLIN, 0};
+            if (poll(&p, 1, -1) < 0 && errno != EINTR)
+                return hearth_error_sys(err, "poll spawner");
+            sbx_t *sb;
+            uint64_t t;
+            int rc;
+            while ((rc = sbx_host_poll(h, &sb, &t, err)) > 0) {
+                if (t != ticket) {
+                    /* Not ours: sync and async creates are not mixed. */
+                    sbx_destroy(sb);
+                    continue;
+                }
+                if (sb == NULL)
+                    return -1;
+                *out = sb;
+                return 0;
+            }
+            if (rc < 0)
+                return -1;
+        }
+    }
+    sbx_spec_t spec;
+    const sbx_seccomp_t *sc;
+    sbx_t *sb;
+    if (prepare(h, in, &sb, &spec, &sc, err) < 0)
+        return -1;
+    sbx_spawn_req_t req;
+    fill_req(sb, &spec, sc, &req);
+    sbx_spawn_res_t res;
+    if (sbx_spawn_local(&req, &res, err) < 0) {
+        hearth_error_wrap(err, "sandbox set-up");
+        discard(sb);
+        return -1;
+    }
+    go_live(sb, &res);
+    *out = sb;
+    return 0;
+}
+
+int sbx_create_async(sbx_host_t *h, const sbx_spec_t *in, uint64_t *ticket, hearth_error_t *err)
+{
+    if (h->spawner == NULL)
+        return hearth_error_set(err, EINVAL, "asynchronous creation needs the spawner");
+    sbx_spec_t spec;
+    const sbx_seccomp_t *sc;
+    sbx_t *sb;
+    if (prepare(h, in, &sb, &spec, &sc, err) < 0)
+        return -1;
+    sbx_spawn_req_t req;
+    fill_req(sb, &spec, sc, &req);
+    if (sbx_spawner_send(h->spawner, sb->ticket, &req, err) < 0) {
+        discard(sb);
+        return -1;
+    }
+    sb->next = h->pending;
+    h->pending = sb;
+    *ticket = sb->ticket;
+    return 0;
+}
+
+int sbx_host_fd(const sbx_host_t *h)
+{
+    return h->spawner ? sbx_spawner_fd(h->spawner) : -1;
+}
+
+int sbx_host_poll(sbx_host_t *h, sbx_t **out, uint64_t *ticket, hearth_error_t *err)
+{
+    struct pollfd p = {sbx_host_fd(h), POLLIN, 0};
+    if (h->spawner == NULL || poll(&p, 1, 0) <= 0)
+        return 0;
+    bool failed;
+    sbx_spawn_res_t res;
+    hearth_error_t why = {0};
+    int rc = sbx_spawner_recv(h->spawner, ticket, &failed, &res, &why);
+    if (rc <= 0) {
+        if (rc < 0)
+            *err = why;
+        return rc;
+    }
+    sbx_t **pp = &h->pending;
+    while (*pp != NULL && (*pp)->ticket != *ticket)
+        pp = &(*pp)->next;
+    sbx_t *sb = *pp;
+    if (sb == NULL) {
+        if (!failed) {
+            close(res.pidfd);
+            close(res.ctl);
+        }
+        return hearth_error_set(err, EPROTO, "spawner answered unknown ticket %" PRIu64, *ticket);
+    }
+    *pp = sb->next;
+    if (failed) {
+        *err = why;
+        hearth_error_wrap(err, "sandbox set-up");
+        discard(sb);
+        *out = NULL;
+        return 1;
+    }
+    go_live(sb, &res);
+    *out = sb;
+    return 1;
+}
+
+static int msg_append(char **buf, size_t *len, size_t *cap, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    if (*len + n > *cap) {
+        size_t nc = (*cap + n) * 2;
+        if (nc > SBX_MAX_MSG)
+            nc = SBX_MAX_MSG;
+        if (*len + n > nc)
+            return -1;
+        char *nb = realloc(*buf, nc);
+        if (nb == NULL)
+            return -1;
+        *buf = nb;
+        *cap = nc;
+    }
+    memcpy(*buf + *len, s, n);
+    *len += n;
+    return 0;
+}
+
+static void stash_end(sbx_t *sb, const struct sbx_msg_end *m)
+{
+    if (sb->n_pending == MAX_PENDING_ENDS)
+        memmove(sb->pending, sb->pending + 1, sizeof(sb->pending[0]) * (MAX_PENDING_ENDS - 1)), sb->n_pending--;
+    sbx_end_t *e = &sb->pending[sb->n_pending++];
+    e->pid = m->pid;
+    if (WIFEXITED(m->status)) {
+        e->kind = SBX_END_EXIT;
+        e->status = WEXITSTATUS(m->status);
+    } else {
+        e->kind = SBX_END_SIGNAL;
+        e->status = WTERMSIG(m->status);
+    }
+}
+
+static const char *const default_env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                          "HOME=/tmp", NULL};
+
+int sbx_exec(sbx_t *sb, const sbx_exec_t *ex, pid_t *pid_out, hearth_error_t *err)
+{
+    if (sb->dead)
+        return hearth_error_set(err, ESRCH, "sandbox %s is dead", sb->cg.name);
+    if (ex->argv == NULL || ex->argv[0] == NULL)
+        return hearth_error_set(err, EINVAL, "empty command");
+    const char *const *envp = ex->envp ? ex->envp : default_env;
+    uint32_t argc = 0, envc = 0;
+    while (ex->argv[argc])
+        argc++;
+    while (envp[envc])
+        envc++;
+
+    size_t cap = 4096, len = 10;
+    cleanup_free char *buf = malloc(cap);
+    if (buf == NULL)
+        return hearth_error_set(err, ENOMEM, "exec request");
+    int fds[3], n_fds = 0;
+    unsigned char mask = 0;
+    const int io[3] = {ex->stdin_fd, ex->stdout_fd, ex->stderr_fd};
+    for (int i = 0; i < 3; i++)
+        if (io[i] >= 0) {
+            mask |= (unsigned char)(1u << i);
+            fds[n_fds++] = io[i];
+        }
+    buf[0] = SBX_MSG_EXEC;
+    buf[1] = (char)mask;
+    memcpy(buf + 2, &argc, 4);
+    memcpy(buf + 6, &envc, 4);
+    for (uint32_t i = 0; i < argc; i++)
+        if (msg_append(&buf, &len, &cap, ex->argv[i]) < 0)
+            return hearth_error_set(err, E2BIG, "command line too long");
+    for (uint32_t i = 0; i < envc; i++)
+        if (msg_append(&buf, &len, &cap, envp[i]) < 0)
+            return hearth_error_set(err, E2BIG, "environment too large");
+    if (msg_append(&buf, &len, &cap, ex->cwd ? ex->cwd : "/") < 0)
+        return hearth_error_set(err, E2BIG, "cwd too long");
+
+    /* Baseline for telling an OOM or pids-limit end from an ordinary one. */
+    if (sbx_usage(sb, &sb->base, err) < 0)
+        return -1;
+    if (sbx_send_msg(sb->ctl, buf, len, fds, n_fds) < 0)
+        return hearth_error_sys(err, "send exec request to %s", sb->cg.name);
+
+    for (;;) {
+        union {
+            char type;
+            struct sbx_msg_started s;
+            struct sbx_msg_end e;
+        } m;
+        int nf;
+        ssize_t n = sbx_recv_msg(sb->ctl, &m, sizeof(m), NULL, 0, &nf);
+        if (n <= 0) {
+            sb->dead = true;
+            return hearth_error_set(err, n < 0 ? errno : 0, "sandbox %s died", sb->cg.name);
+        }
+        if (m.type == SBX_MSG_END && (size_t)n >= sizeof(m.e)) {
+            stash_end(sb, &m.e);
+            continue;
+        }
+        if (m.type != SBX_MSG_STARTED || (size_t)n < sizeof(m.s))
+            return hearth_error_set(err, EPROTO, "unexpected message from %s", sb->cg.name);
+        if (m.s.pid <= 0) {
+            m.s.what[sizeof(m.s.what) - 1] = '\0';
+            return hearth_error_set(err, m.s.err, "cannot start `%s` (%s)", ex->argv[0], m.s.what);
+        }
+        sb->last_pid = m.s.pid;
+        if (pid_out)
+            *pid_out = m.s.pid;
+        return 0;
+    }
+}
+
+/* Turn a raw end into its cause, using the counters since the start. */
+static void classify(sbx_t *sb, sbx_end_t *e)
+{
+    sbx_usage_t now;
+    hearth_error_t ignore;
+    if (sbx_usage(sb, &now, &ignore) < 0)
+        return;
+    bool failed = e->kind == SBX_END_SIGNAL || e->kind == SBX_END_LOST || (e->kind == SBX_END_EXIT && e->status != 0);
+    if (!failed)
+        return;
+    if (now.oom_kills > sb->base.oom_kills)
+        e->kind = SBX_END_OOM;
+    else if (now.pids_max_hits > sb->base.pids_max_hits)
+        e->kind = SBX_END_PIDS;
+}
+
+int sbx_ctl_fd(const sbx_t *sb)
+{
+    return sb->ctl;
+}
+
+static int pop_pending(sbx_t *sb, pid_t pid, sbx_end_t *end)
+{
+    for (int i = 0; i < sb->n_pending; i++) {
+        if (pid != 0 && sb->pending[i].pid != pid)
+            continue;
+        *end = sb->pending[i];
+        memmove(sb->pending + i, sb->pending + i + 1, sizeof(sb->pending[0]) * (size_t)(sb->n_pending - i - 1));
+        sb->n_pending--;
+        classify(sb, end);
+        return 1;
+    }
+    return 0;
+}
+
+/* Read one message without blocking: 1 stashed, 0 nothing, -1 init gone. */
+static int pump(sbx_t *sb)
+{
+    struct sbx_msg_end m;
+    int nf;
+    ssize_t n;
+    do
+        n = recv(sb->ctl, &m, sizeof(m), MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    (void)nf;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return 0;
+    if (n <= 0)
+        return -1;
+    if (m.type == SBX_MSG_END && (size_t)n >= sizeof(m))
+        stash_end(sb, &m);
+    return 1;
+}
+
+static void lost(sbx_t *sb, sbx_end_t *end)
+{
+    sb->dead = true;
+    end->kind = SBX_END_LOST;
+    end->status = 0;
+    end->pid = sb->last_pid;
+    classify(sb, end);
+}
+
+int sbx_read_end(sbx_t *sb, sbx_end_t *end, hearth_error_t *err)
+{
+    (void)err;
+    for (;;) {
+        if (pop_pending(sb, 0, end))
+            return 1;
+        int r = pump(sb);
+        if (r == 0)
+            return 0;
+        if (r < 0) {
+            if (sb->dead)
+                return 0;
+            lost(sb, end);
+            return 1;
+        }
+    }
+}
+
+int sbx_wait(sbx_t *sb, uint64_t timeout_ms, sbx_end_t *end, hearth_error_t *err)
+{
+    uint64_t deadline = timeout_ms ? now_ns() + timeout_ms * 1000000ULL : 0;
+    for (;;) {
+        if (pop_pending(sb, sb->last_pid, end))
+            return 0;
+        if (sb->dead) {
+            lost(sb, end);
+            return 0;
+        }
+        int wait_ms = -1;
+        if (deadline) {
+            uint64_t now = now_ns();
+            if (now >= deadline) {
+                if (sbx_kill(sb, err) < 0)
+                    return -1;
+                end->kind = SBX_END_TIMEOUT;
+                end->status = 0;
+                end->pid = sb->last_pid;
+                return 0;
+            }
+            wait_ms = (int)((deadline - now + 999999) / 1000000);
+        }
+        struct pollfd p[2] = {{sb->ctl, POLLIN, 0}, {sb->pidfd, POLLIN, 0}};
+        int n = poll(p, 2, wait_ms);
+        if (n < 0 && errno != EINTR)
+            return hearth_error_sys(err, "poll sandbox %s", sb->cg.name);
+        if (n > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+            if (pump(sb) < 0)
+                sb->dead = true;
+        } else if (n > 0 && (p[1].revents & POLLIN)) {
+            /* init is gone; drain what it said before dying */
+            while (pump(sb) > 0)
+                ;
+            sb->dead = true;
+        }
+    }
+}
+
+int sbx_reset(sbx_t *sb, hearth_error_t *err)
+{
+    if (sb->dead)
+        return hearth_error_set(err, ESRCH, "sandbox %s is dead", sb->cg.name);
+    char c = SBX_MSG_RESET;
+    if (send(sb->ctl, &c, 1, MSG_NOSIGNAL) != 1)
+        return hearth_error_sys(err, "reset %s", sb->cg.name);
+    for (;;) {
+        struct pollfd p = {sb->ctl, POLLIN, 0};
+        if (poll(&p, 1, 5000) == 0)
+            return hearth_error_set(err, ETIMEDOUT, "reset of %s took over 5 s", sb->cg.name);
+        union {
+            char type;
+            struct sbx_msg_end e;
+        } m;
+        ssize_t n = recv(sb->ctl, &m, sizeof(m), 0);
+        if (n <= 0) {
+            sb->dead = true;
+            return hearth_error_set(err, 0, "sandbox %s died during reset", sb->cg.name);
+        }
+        if (m.type == SBX_MSG_RESET_DONE)
+            return 0;
+        if (m.type == SBX_MSG_END && (size_t)n >= sizeof(m.e))
+            stash_end(sb, &m.e);
+    }
+}
+
+int sbx_kill(sbx_t *sb, hearth_error_t *err)
+{
+    sb->dead = true;
+    if (sb->host->cgs.ops->kill(&sb->cg, err) < 0)
+        return hearth_error_wrap(err, "kill %s", sb->cg.name);
+    return 0;
+}
+
+int sbx_usage(sbx_t *sb, sbx_usage_t *out, hearth_error_t *err)
+{
+    sbx_cgroup_stats_t st = {0};
+    if (sb->host->cgs.ops->stats(&sb->cg, &st, err) < 0)
+        return -1;
+    out->cpu_ns = st.cpu_ns;
+    out->memory_peak = st.memory_peak;
+    out->memory_current = st.memory_current;
+    out->oom_kills = st.oom_kills;
+    out->pids_max_hits = st.pids_max_hits;
+    return 0;
+}
+
+void sbx_destroy(sbx_t *sb)
+{
+    if (sb == NULL)
+        return;
+    sbx_host_t *h = sb->host;
+    hearth_error_t err;
+    if (sb->ctl >= 0)
+        close(sb->ctl); /* init takes everything down when it sees EOF */
+    if (sb->pidfd >= 0) {
+        syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
+        struct pollfd p = {sb->pidfd, POLLIN, 0};
+        poll(&p, 1, 5000);
+        close(sb->pidfd);
+    }
+    /* Without a spawner init is our own child: reap it. */
+    if (h->spawner == NULL && sb->init_pid > 0)
+        waitpid(sb->init_pid, NULL, 0);
+    h->cgs.ops->destroy(&sb->cg, &err);
+    close_cg(&sb->cg);
+    h->uid_used[sb->uid_slot] = 0;
+    if (sb->prev)
+        sb->prev->next = sb->next;
+    else
+        h->live = sb->next;
+    if (sb->next)
+        sb->next->prev = sb->prev;
+    free(sb);
+}
+
+pid_t sbx_init_pid(const sbx_t *sb)
+{
+    return sb->init_pid;
+}
+
+uid_t sbx_host_uid(const sbx_t *sb)
+{
+    return sb->host->uid_base + sb->uid_slot;
+}
+
+const char *sbx_cgroup_name(const sbx_t *sb)
+{
+    return sb->cg.name;
+}
+
+bool sbx_alive(const sbx_t *sb)
+{
+    return !sb->dead;
+}
+
+static void human_bytes(uint64_t b, char *buf, size_t len)
+{
+    if (b >= (1ULL << 30) && b % (1ULL << 30) == 0)
+        snprintf(buf, len, "%" PRIu64 " GiB", b >> 30);
+    else if (b >= (1ULL << 20))
+        snprintf(buf, len, "%" PRIu64 " MiB", b >> 20);
+    else
+        snprintf(buf, len, "%" PRIu64 " KiB", b >> 10);
+}
+
+void sbx_end_describe(const sbx_end_t *end, const sbx_spec_t *spec, uint64_t timeout_ms, char *buf, size_t len)
+{
+    char lim[32];
+    switch (end->kind) {
+    case SBX_END_EXIT:
+        snprintf(buf, len, "exited with status %d", end->status);
+        break;
+    case SBX_END_SIGNAL:
+        snprintf(buf, len, "killed by signal %d (%s)", end->status, strsignal(end->status));
+        break;
+    case SBX_END_OOM:
+        human_bytes(spec && spec->memory_bytes ? spec->memory_bytes : 128ULL << 20, lim, sizeof(lim));
+        snprintf(buf, len, "out of memory (limit %s)", lim);
+        break;
+    case SBX_END_PIDS:
+        snprintf(buf, len, "pids limit (%u) reached", spec && spec->pids ? spec->pids : 64);
+        break;
+    case SBX_END_TIMEOUT:
+        if (timeout_ms % 1000 == 0)
+            snprintf(buf, len, "time limit (%" PRIu64 " s) reached", timeout_ms / 1000);
+        else
+            snprintf(buf, len, "time limit (%" PRIu64 " ms) reached", timeout_ms);
+        break;
+    case SBX_END_LOST:
+        snprintf(buf, len, "the sandbox died");
+        break;
+    }
+}
