@@ -16,7 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define MAX_PENDING_ENDS 64
+#define MAX_EVENTS 64
 
 typedef struct seccomp_entry {
     char *profile; /* "default" or a path */
@@ -51,8 +51,10 @@ struct sbx {
     bool dead;                  /* init gone or killed */
     pid_t last_pid;             /* process started last by sbx_exec */
     sbx_usage_t base;           /* counters when last_pid started */
-    sbx_end_t pending[MAX_PENDING_ENDS]; /* ends read while waiting for something else */
-    int n_pending;
+    sbx_event_t events[MAX_EVENTS]; /* read from init, not yet taken */
+    int n_events;
+    bool died_reported;         /* the DIED event was queued */
+    bool reset_done;            /* init answered the last reset */
     sbx_t *prev, *next;         /* host->live */
 };
 
@@ -448,6 +450,119 @@ int sbx_host_poll(sbx_host_t *h, sbx_t **out, uint64_t *ticket, hearth_error_t *
     return 1;
 }
 
+/* --- events from init -------------------------------------------------------
+ * Init's messages are turned into sbx_event_t and queued; the sync calls
+ * (sbx_exec, sbx_wait, sbx_reset) take what they wait for and leave the
+ * rest for sbx_next_event. */
+
+static void push_event(sbx_t *sb, const sbx_event_t *ev)
+{
+    if (sb->n_events == MAX_EVENTS) {
+        /* Nobody is reading: the oldest goes. */
+        memmove(sb->events, sb->events + 1, sizeof(sb->events[0]) * (MAX_EVENTS - 1));
+        sb->n_events--;
+    }
+    sb->events[sb->n_events++] = *ev;
+}
+
+/* Turn a raw end into its cause, using the counters since the start. */
+static void classify(sbx_t *sb, sbx_end_t *e)
+{
+    sbx_usage_t now;
+    hearth_error_t ignore;
+    if (sbx_usage(sb, &now, &ignore) < 0)
+        return;
+    bool failed = e->kind == SBX_END_SIGNAL || e->kind == SBX_END_LOST || (e->kind == SBX_END_EXIT && e->status != 0);
+    if (!failed)
+        return;
+    if (now.oom_kills > sb->base.oom_kills)
+        e->kind = SBX_END_OOM;
+    else if (now.pids_max_hits > sb->base.pids_max_hits)
+        e->kind = SBX_END_PIDS;
+}
+
+/* init is gone: one DIED event, once. */
+static void mark_dead(sbx_t *sb)
+{
+    if (sb->died_reported)
+        return;
+    sb->dead = true;
+    sb->died_reported = true;
+    sbx_event_t ev = {.kind = SBX_EV_DIED, .pid = sb->last_pid};
+    ev.end.kind = SBX_END_LOST;
+    ev.end.pid = sb->last_pid;
+    classify(sb, &ev.end);
+    push_event(sb, &ev);
+}
+
+/* Read one message from init into the queue. block: wait for it.
+ * Returns 1 when one was queued (or init died), 0 when none was there. */
+static int pump(sbx_t *sb, bool block)
+{
+    union {
+        char type;
+        struct sbx_msg_started s;
+        struct sbx_msg_end e;
+    } m;
+    ssize_t n;
+    do
+        n = recv(sb->ctl, &m, sizeof(m), block ? 0 : MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return 0;
+    if (n <= 0) {
+        mark_dead(sb);
+        return 1;
+    }
+    sbx_event_t ev = {0};
+    if (m.type == SBX_MSG_END && (size_t)n >= sizeof(m.e)) {
+        ev.kind = SBX_EV_END;
+        ev.pid = ev.end.pid = m.e.pid;
+        if (WIFEXITED(m.e.status)) {
+            ev.end.kind = SBX_END_EXIT;
+            ev.end.status = WEXITSTATUS(m.e.status);
+        } else {
+            ev.end.kind = SBX_END_SIGNAL;
+            ev.end.status = WTERMSIG(m.e.status);
+        }
+        classify(sb, &ev.end);
+    } else if (m.type == SBX_MSG_STARTED && (size_t)n >= sizeof(m.s)) {
+        ev.pid = m.s.pid;
+        if (m.s.pid > 0) {
+            ev.kind = SBX_EV_STARTED;
+            sb->last_pid = m.s.pid;
+        } else {
+            ev.kind = SBX_EV_START_FAILED;
+            ev.err = m.s.err;
+            m.s.what[sizeof(m.s.what) - 1] = '\0';
+            snprintf(ev.what, sizeof(ev.what), "%s", m.s.what);
+        }
+    } else if (m.type == SBX_MSG_RESET_DONE) {
+        sb->reset_done = true;
+        return 1;
+    } else {
+        return 1; /* unknown: ignore */
+    }
+    push_event(sb, &ev);
+    return 1;
+}
+
+/* Take the first queued event matching want (a bit mask of 1 << kind) and,
+ * when pid != 0, that pid. */
+static bool take_event(sbx_t *sb, unsigned want, pid_t pid, sbx_event_t *out)
+{
+    for (int i = 0; i < sb->n_events; i++) {
+        sbx_event_t *ev = &sb->events[i];
+        if (!(want & (1u << ev->kind)) || (pid != 0 && ev->kind != SBX_EV_DIED && ev->pid != pid))
+            continue;
+        *out = *ev;
+        memmove(sb->events + i, sb->events + i + 1, sizeof(sb->events[0]) * (size_t)(sb->n_events - i - 1));
+        sb->n_events--;
+        return true;
+    }
+    return false;
+}
+
 static int msg_append(char **buf, size_t *len, size_t *cap, const char *s)
 {
     size_t n = strlen(s) + 1;
@@ -468,25 +583,10 @@ static int msg_append(char **buf, size_t *len, size_t *cap, const char *s)
     return 0;
 }
 
-static void stash_end(sbx_t *sb, const struct sbx_msg_end *m)
-{
-    if (sb->n_pending == MAX_PENDING_ENDS)
-        memmove(sb->pending, sb->pending + 1, sizeof(sb->pending[0]) * (MAX_PENDING_ENDS - 1)), sb->n_pending--;
-    sbx_end_t *e = &sb->pending[sb->n_pending++];
-    e->pid = m->pid;
-    if (WIFEXITED(m->status)) {
-        e->kind = SBX_END_EXIT;
-        e->status = WEXITSTATUS(m->status);
-    } else {
-        e->kind = SBX_END_SIGNAL;
-        e->status = WTERMSIG(m->status);
-    }
-}
-
 static const char *const default_env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                                           "HOME=/tmp", NULL};
 
-int sbx_exec(sbx_t *sb, const sbx_exec_t *ex, pid_t *pid_out, hearth_error_t *err)
+int sbx_exec_send(sbx_t *sb, const sbx_exec_t *ex, hearth_error_t *err)
 {
     if (sb->dead)
         return hearth_error_set(err, ESRCH, "sandbox %s is dead", sb->cg.name);
@@ -499,6 +599,7 @@ int sbx_exec(sbx_t *sb, const sbx_exec_t *ex, pid_t *pid_out, hearth_error_t *er
     while (envp[envc])
         envc++;
 
+    /* 'E', fd mask, argc, envc, then argv, envp and cwd as C strings. */
     size_t cap = 4096, len = 10;
     cleanup_free char *buf = malloc(cap);
     if (buf == NULL)
@@ -529,50 +630,25 @@ int sbx_exec(sbx_t *sb, const sbx_exec_t *ex, pid_t *pid_out, hearth_error_t *er
         return -1;
     if (sbx_send_msg(sb->ctl, buf, len, fds, n_fds) < 0)
         return hearth_error_sys(err, "send exec request to %s", sb->cg.name);
-
-    for (;;) {
-        union {
-            char type;
-            struct sbx_msg_started s;
-            struct sbx_msg_end e;
-        } m;
-        int nf;
-        ssize_t n = sbx_recv_msg(sb->ctl, &m, sizeof(m), NULL, 0, &nf);
-        if (n <= 0) {
-            sb->dead = true;
-            return hearth_error_set(err, n < 0 ? errno : 0, "sandbox %s died", sb->cg.name);
-        }
-        if (m.type == SBX_MSG_END && (size_t)n >= sizeof(m.e)) {
-            stash_end(sb, &m.e);
-            continue;
-        }
-        if (m.type != SBX_MSG_STARTED || (size_t)n < sizeof(m.s))
-            return hearth_error_set(err, EPROTO, "unexpected message from %s", sb->cg.name);
-        if (m.s.pid <= 0) {
-            m.s.what[sizeof(m.s.what) - 1] = '\0';
-            return hearth_error_set(err, m.s.err, "cannot start `%s` (%s)", ex->argv[0], m.s.what);
-        }
-        sb->last_pid = m.s.pid;
-        if (pid_out)
-            *pid_out = m.s.pid;
-        return 0;
-    }
+    return 0;
 }
 
-/* Turn a raw end into its cause, using the counters since the start. */
-static void classify(sbx_t *sb, sbx_end_t *e)
+int sbx_exec(sbx_t *sb, const sbx_exec_t *ex, pid_t *pid_out, hearth_error_t *err)
 {
-    sbx_usage_t now;
-    hearth_error_t ignore;
-    if (sbx_usage(sb, &now, &ignore) < 0)
-        return;
-    bool failed = e->kind == SBX_END_SIGNAL || e->kind == SBX_END_LOST || (e->kind == SBX_END_EXIT && e->status != 0);
-    if (!failed)
-        return;
-    if (now.oom_kills > sb->base.oom_kills)
-        e->kind = SBX_END_OOM;
-    else if (now.pids_max_hits > sb->base.pids_max_hits)
-        e->kind = SBX_END_PIDS;
+    if (sbx_exec_send(sb, ex, err) < 0)
+        return -1;
+    sbx_event_t ev;
+    while (!take_event(sb, 1u << SBX_EV_STARTED | 1u << SBX_EV_START_FAILED | 1u << SBX_EV_DIED, 0, &ev))
+        pump(sb, true);
+    if (ev.kind == SBX_EV_DIED) {
+        push_event(sb, &ev);
+        return hearth_error_set(err, ESRCH, "sandbox %s died", sb->cg.name);
+    }
+    if (ev.kind == SBX_EV_START_FAILED)
+        return hearth_error_set(err, ev.err, "cannot start `%s` (%s)", ex->argv[0], ev.what);
+    if (pid_out)
+        *pid_out = ev.pid;
+    return 0;
 }
 
 int sbx_ctl_fd(const sbx_t *sb)
@@ -580,74 +656,24 @@ int sbx_ctl_fd(const sbx_t *sb)
     return sb->ctl;
 }
 
-static int pop_pending(sbx_t *sb, pid_t pid, sbx_end_t *end)
-{
-    for (int i = 0; i < sb->n_pending; i++) {
-        if (pid != 0 && sb->pending[i].pid != pid)
-            continue;
-        *end = sb->pending[i];
-        memmove(sb->pending + i, sb->pending + i + 1, sizeof(sb->pending[0]) * (size_t)(sb->n_pending - i - 1));
-        sb->n_pending--;
-        classify(sb, end);
-        return 1;
-    }
-    return 0;
-}
-
-/* Read one message without blocking: 1 stashed, 0 nothing, -1 init gone. */
-static int pump(sbx_t *sb)
-{
-    struct sbx_msg_end m;
-    int nf;
-    ssize_t n;
-    do
-        n = recv(sb->ctl, &m, sizeof(m), MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
-    (void)nf;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return 0;
-    if (n <= 0)
-        return -1;
-    if (m.type == SBX_MSG_END && (size_t)n >= sizeof(m))
-        stash_end(sb, &m);
-    return 1;
-}
-
-static void lost(sbx_t *sb, sbx_end_t *end)
-{
-    sb->dead = true;
-    end->kind = SBX_END_LOST;
-    end->status = 0;
-    end->pid = sb->last_pid;
-    classify(sb, end);
-}
-
-int sbx_read_end(sbx_t *sb, sbx_end_t *end, hearth_error_t *err)
+int sbx_next_event(sbx_t *sb, sbx_event_t *ev, hearth_error_t *err)
 {
     (void)err;
     for (;;) {
-        if (pop_pending(sb, 0, end))
+        if (take_event(sb, ~0u, 0, ev))
             return 1;
-        int r = pump(sb);
-        if (r == 0)
+        if (sb->died_reported || pump(sb, false) == 0)
             return 0;
-        if (r < 0) {
-            if (sb->dead)
-                return 0;
-            lost(sb, end);
-            return 1;
-        }
     }
 }
 
 int sbx_wait(sbx_t *sb, uint64_t timeout_ms, sbx_end_t *end, hearth_error_t *err)
 {
     uint64_t deadline = timeout_ms ? now_ns() + timeout_ms * 1000000ULL : 0;
+    sbx_event_t ev;
     for (;;) {
-        if (pop_pending(sb, sb->last_pid, end))
-            return 0;
-        if (sb->dead) {
-            lost(sb, end);
+        if (take_event(sb, 1u << SBX_EV_END | 1u << SBX_EV_DIED, sb->last_pid, &ev)) {
+            *end = ev.end;
             return 0;
         }
         int wait_ms = -1;
@@ -668,13 +694,12 @@ int sbx_wait(sbx_t *sb, uint64_t timeout_ms, sbx_end_t *end, hearth_error_t *err
         if (n < 0 && errno != EINTR)
             return hearth_error_sys(err, "poll sandbox %s", sb->cg.name);
         if (n > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-            if (pump(sb) < 0)
-                sb->dead = true;
+            pump(sb, false);
         } else if (n > 0 && (p[1].revents & POLLIN)) {
-            /* init is gone; drain what it said before dying */
-            while (pump(sb) > 0)
+            /* init is gone; take what it said before dying */
+            while (!sb->died_reported && pump(sb, false) > 0)
                 ;
-            sb->dead = true;
+            mark_dead(sb);
         }
     }
 }
@@ -684,25 +709,18 @@ int sbx_reset(sbx_t *sb, hearth_error_t *err)
     if (sb->dead)
         return hearth_error_set(err, ESRCH, "sandbox %s is dead", sb->cg.name);
     char c = SBX_MSG_RESET;
+    sb->reset_done = false;
     if (send(sb->ctl, &c, 1, MSG_NOSIGNAL) != 1)
         return hearth_error_sys(err, "reset %s", sb->cg.name);
     for (;;) {
         struct pollfd p = {sb->ctl, POLLIN, 0};
         if (poll(&p, 1, 5000) == 0)
             return hearth_error_set(err, ETIMEDOUT, "reset of %s took over 5 s", sb->cg.name);
-        union {
-            char type;
-            struct sbx_msg_end e;
-        } m;
-        ssize_t n = recv(sb->ctl, &m, sizeof(m), 0);
-        if (n <= 0) {
-            sb->dead = true;
+        pump(sb, true);
+        if (sb->dead)
             return hearth_error_set(err, 0, "sandbox %s died during reset", sb->cg.name);
-        }
-        if (m.type == SBX_MSG_RESET_DONE)
+        if (sb->reset_done)
             return 0;
-        if (m.type == SBX_MSG_END && (size_t)n >= sizeof(m.e))
-            stash_end(sb, &m.e);
     }
 }
 

@@ -117,11 +117,29 @@ int sbx_exec(sbx_t *sb, const sbx_exec_t *ex, pid_t *pid_out, hearth_error_t *er
  * is SBX_END_TIMEOUT; the sandbox is then dead and should be destroyed. */
 int sbx_wait(sbx_t *sb, uint64_t timeout_ms, sbx_end_t *end, hearth_error_t *err);
 
-/* Readable when the sandbox reports a process end (or died): for event
- * loops. Then call sbx_read_end, which does not block. Returns 1 and fills
- * end when there was one, 0 when nothing was pending. */
+/* For event loops: sbx_exec_send starts a process without waiting for
+ * init's answer; sbx_ctl_fd is readable when init reports something, and
+ * sbx_next_event then returns 1 with one event (0: nothing pending; it
+ * never blocks). Events of one process come in order: STARTED or
+ * START_FAILED, then END. DIED means the sandbox itself is gone. */
+typedef enum {
+    SBX_EV_STARTED,      /* pid runs */
+    SBX_EV_START_FAILED, /* err, what: why the process could not start */
+    SBX_EV_END,          /* end: how a started process ended */
+    SBX_EV_DIED,         /* init is gone; end.kind is SBX_END_LOST or SBX_END_OOM */
+} sbx_event_kind_t;
+
+typedef struct sbx_event {
+    sbx_event_kind_t kind;
+    pid_t pid;           /* pid inside the sandbox */
+    int err;             /* START_FAILED: errno */
+    char what[64];       /* START_FAILED: the step that failed */
+    sbx_end_t end;       /* END, DIED */
+} sbx_event_t;
+
+int sbx_exec_send(sbx_t *sb, const sbx_exec_t *ex, hearth_error_t *err);
 int sbx_ctl_fd(const sbx_t *sb);
-int sbx_read_end(sbx_t *sb, sbx_end_t *end, hearth_error_t *err);
+int sbx_next_event(sbx_t *sb, sbx_event_t *ev, hearth_error_t *err);
 
 /* Kill every process in the sandbox except its init, and reap them:
  * the sandbox stays usable (warm). Returns once they are gone. */
