@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#include "common/idmap.h"
+
 #include "scheduler/scaler.h"
 #include "scheduler/scheduler.h"
 
@@ -50,21 +52,7 @@ static inline void link_push_tail(sched_link_t *l, sched_link_t *n)
     l->prev = n;
 }
 
-/* uint64 id -> pointer, open addressing with linear probing. */
-typedef struct sched_idmap {
-    uint64_t *keys; /* slot keys */
-    void **vals;    /* slot values; NULL marks an empty slot */
-    uint32_t cap;   /* power of two */
-    uint32_t n;     /* used slots */
-} sched_idmap_t;
-
-int idmap_init(sched_idmap_t *m, uint32_t cap);
-void idmap_free(sched_idmap_t *m);
-void *idmap_get(const sched_idmap_t *m, uint64_t key);
-int idmap_put(sched_idmap_t *m, uint64_t key, void *val); /* -1 on ENOMEM; key must be absent */
-void *idmap_del(sched_idmap_t *m, uint64_t key);
-/* Iterate: for (uint32_t i = 0; idmap_next(m, &i, &v);) */
-bool idmap_next(const sched_idmap_t *m, uint32_t *pos, void **val);
+typedef idmap_t sched_idmap_t;
 
 typedef enum { TIMER_IDLE, TIMER_FN } sched_timer_kind_t;
 
