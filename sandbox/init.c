@@ -89,6 +89,8 @@ __attribute__((noreturn)) static void exec_child(init_state_t *st, int errpipe, 
     if (sbx_seccomp_install(st->seccomp) < 0)
         goto fail;
     step = "exec";
+    /* execvpe searches the PATH of environ, not of envp: make them one. */
+    environ = envp;
     execvpe(argv[0], argv, envp);
 fail:;
     int e = errno;
@@ -207,6 +209,8 @@ static void handle_reset(init_state_t *st)
 void sbx_init_main(int ctl, const sbx_seccomp_t *seccomp, uint32_t nofile)
 {
     init_state_t st = {.seccomp = seccomp};
+    /* Nothing of our creator's environment stays with us. */
+    clearenv();
     /* Keep only the control socket (as fd 3) and a /dev/null stdio: the
      * fds of whoever cloned us must not reach the sandbox. */
     if (ctl != 3) {
