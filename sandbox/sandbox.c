@@ -232,6 +232,8 @@ static int take_uid(sbx_host_t *h, uint32_t *slot)
     return -1;
 }
 
+static void limits_of(const sbx_spec_t *spec, sbx_cgroup_limits_t *lim);
+
 /* Validate the spec, fill in defaults, create the cgroup and take a uid:
  * everything up to the clone. */
 static int prepare(sbx_host_t *h, const sbx_spec_t *in, sbx_t **out, sbx_spec_t *spec,
@@ -281,12 +283,8 @@ static int prepare(sbx_host_t *h, const sbx_spec_t *in, sbx_t **out, sbx_spec_t 
         free(sb);
         return hearth_error_set(err, EAGAIN, "no free uid in the sandbox uid range");
     }
-    sbx_cgroup_limits_t lim = {
-        .memory_bytes = spec->memory_bytes,
-        .cpu_period_us = 100000,
-        .cpu_quota_us = (uint64_t)(spec->cpus * 100000.0),
-        .pids = spec->pids,
-    };
+    sbx_cgroup_limits_t lim;
+    limits_of(spec, &lim);
     if (h->cgs.ops->create(&h->cgs, &sb->cg, err) < 0 || h->cgs.ops->set_limits(&sb->cg, &lim, err) < 0) {
         hearth_error_wrap(err, "cgroup %s", sb->cg.name);
         discard(sb);
@@ -729,6 +727,27 @@ int sbx_kill(sbx_t *sb, hearth_error_t *err)
     sb->dead = true;
     if (sb->host->cgs.ops->kill(&sb->cg, err) < 0)
         return hearth_error_wrap(err, "kill %s", sb->cg.name);
+    return 0;
+}
+
+static void limits_of(const sbx_spec_t *spec, sbx_cgroup_limits_t *lim)
+{
+    *lim = (sbx_cgroup_limits_t){
+        .memory_bytes = spec->memory_bytes ? spec->memory_bytes : 128ULL << 20,
+        .cpu_period_us = 100000,
+        .cpu_quota_us = (uint64_t)((spec->cpus > 0 ? spec->cpus : 1.0) * 100000.0),
+        .pids = spec->pids ? spec->pids : 64,
+    };
+}
+
+int sbx_set_limits(sbx_t *sb, const sbx_spec_t *spec, hearth_error_t *err)
+{
+    sbx_cgroup_limits_t lim;
+    limits_of(spec, &lim);
+    if (lim.memory_bytes < (4ULL << 20))
+        return hearth_error_set(err, EINVAL, "memory limit below 4 MiB");
+    if (sb->host->cgs.ops->set_limits(&sb->cg, &lim, err) < 0)
+        return hearth_error_wrap(err, "limits of %s", sb->cg.name);
     return 0;
 }
 

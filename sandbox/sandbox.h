@@ -146,6 +146,10 @@ int sbx_next_event(sbx_t *sb, sbx_event_t *ev, hearth_error_t *err);
 int sbx_reset(sbx_t *sb, hearth_error_t *err);
 /* Kill everything, init included, through the cgroup. */
 int sbx_kill(sbx_t *sb, hearth_error_t *err);
+/* Apply spec's memory, CPU and pids limits to a live sandbox (a
+ * prewarmed generic one taken over by a function). The other fields of
+ * spec are ignored: they were fixed at creation. */
+int sbx_set_limits(sbx_t *sb, const sbx_spec_t *spec, hearth_error_t *err);
 /* Read the cgroup's counters. */
 int sbx_usage(sbx_t *sb, sbx_usage_t *out, hearth_error_t *err);
 /* Kill, reap and remove the cgroup; frees sb. Safe on a dead sandbox. */
