@@ -1,0 +1,777 @@
+/* The HTTP API, on evhttp, the same routes on the Unix socket and on TCP.
+ * Errors are JSON {"error": CODE, "message": TEXT}. Who calls: a bearer
+ * token on either listener, or on the Unix socket the peer's uid.
+ *
+ * Connections are accepted by our own listeners so that we can count them
+ * (max_connections) and give each a deadline for its first request: a
+ * client that trickles bytes cannot hold a connection forever. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/bufferevent.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <jansson.h>
+
+#include "orchestrator/daemon.h"
+
+typedef struct api_conn {
+    hearth_t *hd;
+    struct bufferevent *bev;       /* the connection's, with a reference of ours; the map's key */
+    uint64_t accepted_ns;          /* 0: over max_connections, end at once */
+    bool served;                   /* a request reached a handler */
+    struct evhttp_request *pending; /* the request being answered */
+} api_conn_t;
+
+
+/* --- replies ----------------------------------------------------------------- */
+
+static void reply_json(struct evhttp_request *req, int code, const char *reason, json_t *body)
+{
+    struct evbuffer *buf = evbuffer_new();
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    if (buf != NULL && text != NULL) {
+        evbuffer_add(buf, text, strlen(text));
+        evbuffer_add(buf, "\n", 1);
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    evhttp_send_reply(req, code, reason, buf);
+    free(text);
+    json_decref(body);
+    if (buf != NULL)
+        evbuffer_free(buf);
+}
+
+static void reply_error(struct evhttp_request *req, int code, const char *error, const char *fmt, ...)
+    HEARTH_PRINTF(4, 5);
+
+static void reply_error(struct evhttp_request *req, int code, const char *error, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    static const struct {
+        int code;
+        const char *reason;
+    } reasons[] = {{400, "Bad Request"},       {401, "Unauthorized"},       {403, "Forbidden"},
+                   {404, "Not Found"},         {405, "Method Not Allowed"}, {409, "Conflict"},
+                   {413, "Payload Too Large"}, {429, "Too Many Requests"},  {500, "Internal Server Error"},
+                   {502, "Bad Gateway"},       {503, "Service Unavailable"}, {504, "Gateway Timeout"}};
+    const char *reason = "Error";
+    for (size_t i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+        if (reasons[i].code == code)
+            reason = reasons[i].reason;
+    reply_json(req, code, reason, json_pack("{s:s,s:s}", "error", error, "message", msg));
+}
+
+/* Map a module's errno to a status, as registry and config document. */
+static void reply_err(struct evhttp_request *req, const hearth_error_t *err)
+{
+    switch (err->code) {
+    case EINVAL:
+        reply_error(req, 400, "bad_request", "%s", err->msg);
+        break;
+    case ENOENT:
+        reply_error(req, 404, "not_found", "%s", err->msg);
+        break;
+    case EACCES:
+    case EPERM:
+        reply_error(req, 403, "forbidden", "%s", err->msg);
+        break;
+    case EEXIST:
+        reply_error(req, 409, "conflict", "%s", err->msg);
+        break;
+    case ENOSPC:
+        reply_error(req, 503, "storage_full", "%s", err->msg);
+        break;
+    default:
+        hearth_log(HEARTH_LOG_ERROR, "request failed: %s", err->msg);
+        reply_error(req, 500, "internal", "%s", err->msg);
+    }
+}
+
+static api_conn_t *conn_of(hearth_t *hd, struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    return bev ? idmap_get(&hd->conns, (uint64_t)(uintptr_t)bev) : NULL;
+}
+
+static bool is_unix(const api_conn_t *c)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int fd = (int)bufferevent_getfd(c->bev);
+    return fd >= 0 && getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_UNIX;
+}
+
+static void answered(hearth_t *hd, struct evhttp_request *req)
+{
+    api_conn_t *c = conn_of(hd, req);
+    if (c != NULL && c->pending == req)
+        c->pending = NULL;
+}
+
+void api_respond_invocation(hd_inv_t *inv)
+{
+    struct evhttp_request *req = inv->req;
+    answered(inv->hd, req);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    char v[64];
+    evhttp_add_header(h, "X-Hearth-Invocation-Id", inv->id);
+    evhttp_add_header(h, "X-Hearth-Start", sched_start_name(inv->start_kind));
+    uint64_t dur = inv->started_ns ? now_ns() - inv->started_ns : 0;
+    snprintf(v, sizeof(v), "%.3f", (double)dur / 1e6);
+    evhttp_add_header(h, "X-Hearth-Duration-Ms", v);
+    snprintf(v, sizeof(v), "%.3f", (double)inv->cpu_ns / 1e6);
+    evhttp_add_header(h, "X-Hearth-Cpu-Ms", v);
+    json_t *log = json_stringn_nocheck(inv->log_tail, inv->log_len);
+    switch (inv->outcome) {
+    case HD_OUT_OK:
+        evhttp_add_header(h, "Content-Type", "application/octet-stream");
+        evhttp_send_reply(req, 200, "OK", inv->output);
+        json_decref(log);
+        return;
+    case HD_OUT_FAILED:
+    case HD_OUT_CRASHED:
+        reply_json(req, 502, "Bad Gateway",
+                   json_pack("{s:s,s:s,s:i,s:o}", "error", "function_failed", "message", inv->message,
+                             inv->outcome == HD_OUT_FAILED ? "exit_status" : "signal", inv->status, "stderr", log));
+        return;
+    case HD_OUT_OOM:
+        reply_json(req, 502, "Bad Gateway",
+                   json_pack("{s:s,s:s,s:o}", "error", "out_of_memory", "message", inv->message, "stderr", log));
+        return;
+    case HD_OUT_TIMEOUT:
+        reply_json(req, 504, "Gateway Timeout",
+                   json_pack("{s:s,s:s,s:o}", "error", "timeout", "message", inv->message, "stderr", log));
+        return;
+    case HD_OUT_TOO_LARGE:
+        reply_json(req, 502, "Bad Gateway",
+                   json_pack("{s:s,s:s,s:o}", "error", "output_too_large", "message", inv->message, "stderr", log));
+        return;
+    case HD_OUT_START:
+        json_decref(log);
+        reply_error(req, 502, "start_failed", "%s", inv->message);
+        return;
+    case HD_OUT_LOST:
+        reply_json(req, 502, "Bad Gateway",
+                   json_pack("{s:s,s:s,s:o}", "error", "sandbox_lost", "message", inv->message, "stderr", log));
+        return;
+    case HD_OUT_CANCELLED:
+        json_decref(log);
+        /* Nobody reads this; answering frees the request. */
+        reply_error(req, 499, "cancelled", "the client went away");
+        return;
+    }
+}
+
+void api_respond_rejected(hd_inv_t *inv, sched_reject_reason_t reason, uint32_t retry_after_ms)
+{
+    struct evhttp_request *req = inv->req;
+    answered(inv->hd, req);
+    char v[32];
+    snprintf(v, sizeof(v), "%u", (retry_after_ms + 999) / 1000 ? (retry_after_ms + 999) / 1000 : 1);
+    switch (reason) {
+    case SCHED_REJECT_QUEUE_FULL:
+    case SCHED_REJECT_QUEUE_TIMEOUT:
+    case SCHED_REJECT_CPU_BUDGET:
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", v);
+        reply_error(req, 429, sched_reject_name(reason), "%s",
+                    reason == SCHED_REJECT_CPU_BUDGET ? "the tenant's CPU budget for this minute is spent"
+                    : reason == SCHED_REJECT_QUEUE_FULL
+                        ? "no capacity: the function's queue is full"
+                        : "no sandbox became free within the queue timeout");
+        break;
+    case SCHED_REJECT_REMOVED:
+        reply_error(req, 404, "not_found", "the function was removed");
+        break;
+    case SCHED_REJECT_START_FAILED:
+        reply_error(req, 502, "start_failed", "the function's sandboxes fail to start: %s", inv->hd->fn_error);
+        break;
+    case SCHED_REJECT_SHUTDOWN:
+        reply_error(req, 503, "shutting_down", "hearthd is shutting down");
+        break;
+    }
+}
+
+/* --- who calls ---------------------------------------------------------------- */
+
+static const auth_tenant_t *caller_of(hearth_t *hd, struct evhttp_request *req, api_conn_t *c)
+{
+    const char *authz = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    if (authz != NULL) {
+        const char *tok;
+        size_t len;
+        hearth_error_t err;
+        if (auth_parse_bearer(authz, &tok, &len, &err) < 0)
+            return NULL;
+        return auth_by_token(hd->auth, tok, len);
+    }
+    if (c != NULL && is_unix(c)) {
+        uid_t uid;
+        pid_t pid;
+        hearth_error_t err;
+        if (auth_peer_uid((int)bufferevent_getfd(c->bev), &uid, &pid, &err) == 0)
+            return auth_by_uid(hd->auth, uid);
+    }
+    return NULL;
+}
+
+/* --- routes -------------------------------------------------------------------- */
+
+/* Split "/v1/a/b/c" into at most max segments (decoded). Returns count or -1. */
+static int split_path(const char *path, char seg[][128], int max)
+{
+    int n = 0;
+    const char *p = path;
+    while (*p == '/')
+        p++;
+    while (*p) {
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (n == max || len == 0 || len >= 128)
+            return -1;
+        char raw[128];
+        memcpy(raw, p, len);
+        raw[len] = '\0';
+        char *dec = evhttp_uridecode(raw, 0, NULL);
+        if (dec == NULL || strlen(dec) >= 128 || strchr(dec, '/') != NULL) {
+            free(dec);
+            return -1;
+        }
+        strcpy(seg[n++], dec);
+        free(dec);
+        p += len;
+        if (*p == '/')
+            p++;
+    }
+    return n;
+}
+
+static json_t *function_json(const reg_function_t *f)
+{
+    json_t *o = cfg_function_to_json(f->spec);
+    if (o != NULL) {
+        json_object_set_new(o, "version", json_integer(f->version));
+        json_object_set_new(o, "source", json_string(f->source == REG_SOURCE_FILE ? "file" : "api"));
+    }
+    return o;
+}
+
+static void handle_put(hearth_t *hd, struct evhttp_request *req, const auth_tenant_t *caller, const char *tenant,
+                       const char *name)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    json_error_t jerr;
+    json_t *obj = json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_REJECT_DUPLICATES, &jerr);
+    if (obj == NULL || !json_is_object(obj)) {
+        json_decref(obj);
+        reply_error(req, 400, "bad_request", "the body must be a JSON object: %s",
+                    obj ? "not an object" : jerr.text);
+        return;
+    }
+    json_t *jn = json_object_get(obj, "name");
+    if (jn == NULL)
+        json_object_set_new(obj, "name", json_string(name));
+    else if (!json_is_string(jn) || strcmp(json_string_value(jn), name) != 0) {
+        json_decref(obj);
+        reply_error(req, 400, "bad_request", "name: must match the URL's `%s`", name);
+        return;
+    }
+    json_t *jt = json_object_get(obj, "tenant");
+    const char *spec_tenant = tenant ? tenant : jt && json_is_string(jt) ? json_string_value(jt) : caller->name;
+    if (tenant != NULL && jt != NULL && (!json_is_string(jt) || strcmp(json_string_value(jt), tenant) != 0)) {
+        json_decref(obj);
+        reply_error(req, 400, "bad_request", "tenant: must match the URL's `%s`", tenant);
+        return;
+    }
+    if (!auth_may_act(caller, spec_tenant)) {
+        json_decref(obj);
+        reply_error(req, 403, "forbidden", "only an admin tenant may deploy for tenant `%s`", spec_tenant);
+        return;
+    }
+    if (hd_tenant_id(hd, spec_tenant) == 0) {
+        json_decref(obj);
+        reply_error(req, 400, "bad_request", "tenant: no tenant `%s` in the daemon's config", spec_tenant);
+        return;
+    }
+    hearth_error_t err = {0};
+    cfg_function_t *spec = NULL;
+    int rc = cfg_function_from_json(obj, spec_tenant, &spec, &err);
+    json_decref(obj);
+    if (rc < 0) {
+        reply_error(req, 400, "bad_spec", "%s", err.msg);
+        return;
+    }
+    if (spec->protocol != CFG_PROTO_STDIO) {
+        reply_error(req, 400, "bad_spec", "protocol: `%s` is not supported yet; use `stdio`",
+                    cfg_protocol_name(spec->protocol));
+        cfg_function_free(spec);
+        return;
+    }
+    bool created = false;
+    const reg_function_t *out = NULL;
+    if (reg_put(hd->reg, hd->auth, caller, spec, &created, &out, &err) < 0) {
+        reply_err(req, &err);
+        return;
+    }
+    reply_json(req, created ? 201 : 200, created ? "Created" : "OK", function_json(out));
+}
+
+static void handle_list(hearth_t *hd, struct evhttp_request *req, const auth_tenant_t *caller, const char *tenant)
+{
+    reg_function_t **list = NULL;
+    size_t n = 0;
+    hearth_error_t err = {0};
+    if (tenant != NULL && !auth_may_act(caller, tenant)) {
+        reply_json(req, 200, "OK", json_pack("{s:[]}", "functions"));
+        return;
+    }
+    if (reg_list(hd->reg, caller, tenant, &list, &n, &err) < 0) {
+        reply_err(req, &err);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, function_json(list[i]));
+    reg_list_free(list, n);
+    reply_json(req, 200, "OK", json_pack("{s:o}", "functions", arr));
+}
+
+static void handle_invoke(hearth_t *hd, struct evhttp_request *req, api_conn_t *c, const reg_function_t *fn)
+{
+    if (hd->draining) {
+        reply_error(req, 503, "shutting_down", "hearthd is shutting down");
+        return;
+    }
+    struct evbuffer *payload = evbuffer_new();
+    if (payload == NULL) {
+        reply_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    evbuffer_add_buffer(payload, evhttp_request_get_input_buffer(req));
+    hearth_error_t err = {0};
+    if (c != NULL)
+        c->pending = req;
+    if (hd_invoke(hd, req, fn, payload, &err) < 0) {
+        if (c != NULL)
+            c->pending = NULL;
+        evbuffer_free(payload);
+        reply_err(req, &err);
+    }
+}
+
+static json_t *usage_json(hearth_t *hd, const char *tenant)
+{
+    store_usage_t u = {0};
+    hearth_error_t err;
+    if (store_read_usage(hd->store, tenant, NULL, &u, &err) < 0)
+        hearth_log(HEARTH_LOG_WARN, "usage of %s: %s", tenant, err.msg);
+    return json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "tenant", tenant, "cpu_ms",
+                     (json_int_t)(u.cpu_ns_invocation / 1000000), "overhead_cpu_ms",
+                     (json_int_t)(u.cpu_ns_overhead / 1000000), "invocations", (json_int_t)u.invocations, "errors",
+                     (json_int_t)u.errors, "cold_starts", (json_int_t)u.cold_starts, "memory_mb_ms",
+                     (json_int_t)u.memory_mb_ms);
+}
+
+static void handle_status(hearth_t *hd, struct evhttp_request *req, const auth_tenant_t *caller)
+{
+    reg_function_t **list = NULL;
+    size_t n = 0;
+    hearth_error_t err = {0};
+    if (reg_list(hd->reg, caller, NULL, &list, &n, &err) < 0) {
+        reply_err(req, &err);
+        return;
+    }
+    json_t *fns = json_array();
+    for (size_t i = 0; i < n; i++) {
+        sched_fn_status_t st;
+        if (sched_fn_status(hd->sched, list[i]->id, &st, &err) < 0)
+            continue;
+        json_array_append_new(
+            fns, json_pack("{s:s,s:s,s:I,s:{s:i,s:i,s:i,s:i},s:i,s:i,s:i,s:b,s:f,s:f,s:s}", "tenant",
+                           list[i]->spec->tenant, "name", list[i]->spec->name, "version",
+                           (json_int_t)list[i]->version, "sandboxes", "creating", st.creating, "idle", st.idle, "busy",
+                           st.busy, "draining", st.draining, "queued", st.queued, "in_flight", st.in_flight,
+                           "desired", st.desired, "panic", st.panic, "avg_stable", st.avg_stable, "avg_panic",
+                           st.avg_panic, "reason", st.reason));
+    }
+    reg_list_free(list, n);
+    json_t *host = json_null();
+    if (caller->admin) {
+        sched_host_status_t hs;
+        sched_host_status(hd->sched, &hs);
+        host = json_pack("{s:i,s:I,s:i,s:i,s:i,s:i,s:s}", "sandboxes", hs.sandboxes, "memory_mb",
+                         (json_int_t)hs.memory_mb, "prewarm_ready", hs.generic_ready, "prewarm_target",
+                         hs.prewarm_target, "queued", hs.queued, "in_flight", hs.in_flight, "cgroup",
+                         sbx_host_cgroup_mode(hd->host));
+    }
+    reply_json(req, 200, "OK", json_pack("{s:o,s:o}", "host", host, "functions", fns));
+}
+
+static void route(struct evhttp_request *req, void *arg)
+{
+    hearth_t *hd = arg;
+    api_conn_t *c = conn_of(hd, req);
+    if (c != NULL)
+        c->served = true;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    if (path == NULL) {
+        reply_error(req, 400, "bad_request", "no path");
+        return;
+    }
+    if (strcmp(path, "/healthz") == 0) {
+        reply_json(req, 200, "OK", json_pack("{s:s}", "status", "ok"));
+        return;
+    }
+    if (strcmp(path, "/readyz") == 0) {
+        if (hd->draining)
+            reply_error(req, 503, "draining", "hearthd is shutting down");
+        else
+            reply_json(req, 200, "OK", json_pack("{s:s}", "status", "ready"));
+        return;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        hd_metrics_refresh(hd);
+        struct evbuffer *buf = evbuffer_new();
+        hearth_error_t err;
+        if (buf == NULL || metrics_render(hd->met.m, buf, &err) < 0) {
+            reply_error(req, 500, "internal", "metrics");
+        } else {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", METRICS_CONTENT_TYPE);
+            evhttp_send_reply(req, 200, "OK", buf);
+        }
+        if (buf)
+            evbuffer_free(buf);
+        return;
+    }
+
+    char seg[8][128];
+    int n = split_path(path, seg, 8);
+    if (n < 2 || strcmp(seg[0], "v1") != 0) {
+        reply_error(req, 404, "not_found", "no route for %s", path);
+        return;
+    }
+    const auth_tenant_t *caller = caller_of(hd, req, c);
+    if (caller == NULL) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+        reply_error(req, 401, "unauthorized",
+                    "missing or bad credentials: send `Authorization: Bearer TOKEN`, or call over the Unix socket "
+                    "as a uid the config lists");
+        return;
+    }
+
+    /* /v1/tenants/{t}/... is the same as /v1/... on behalf of t. */
+    const char *tenant = NULL;
+    int off = 1;
+    if (strcmp(seg[1], "tenants") == 0) {
+        if (n < 4) {
+            reply_error(req, 404, "not_found", "no route for %s", path);
+            return;
+        }
+        tenant = seg[2];
+        off = 3;
+        if (n == 4 && strcmp(seg[3], "usage") == 0) {
+            if (m != EVHTTP_REQ_GET) {
+                reply_error(req, 405, "method_not_allowed", "use GET");
+            } else if (!auth_may_act(caller, tenant) || hd_tenant_id(hd, tenant) == 0) {
+                reply_error(req, 404, "not_found", "no tenant `%s`", tenant);
+            } else {
+                reply_json(req, 200, "OK", usage_json(hd, tenant));
+            }
+            return;
+        }
+    }
+    int rest = n - off;
+    const char *what = seg[off];
+    if (tenant == NULL && rest == 1 && strcmp(what, "usage") == 0 && m == EVHTTP_REQ_GET) {
+        if (!caller->admin) {
+            reply_json(req, 200, "OK", usage_json(hd, caller->name));
+            return;
+        }
+        json_t *arr = json_array();
+        for (size_t i = 0; i < hd->cfg->n_tenants; i++)
+            json_array_append_new(arr, usage_json(hd, hd->cfg->tenants[i].name));
+        reply_json(req, 200, "OK", json_pack("{s:o}", "tenants", arr));
+        return;
+    }
+    if (tenant == NULL && rest == 1 && strcmp(what, "status") == 0 && m == EVHTTP_REQ_GET) {
+        handle_status(hd, req, caller);
+        return;
+    }
+    if (strcmp(what, "functions") != 0 || rest > 3) {
+        reply_error(req, 404, "not_found", "no route for %s", path);
+        return;
+    }
+    if (rest == 1) {
+        if (m == EVHTTP_REQ_GET)
+            handle_list(hd, req, caller, tenant);
+        else
+            reply_error(req, 405, "method_not_allowed", "use GET");
+        return;
+    }
+    const char *name = seg[off + 1];
+    const char *owner = tenant ? tenant : caller->name;
+    if (rest == 2 && m == EVHTTP_REQ_PUT) {
+        handle_put(hd, req, caller, tenant, name);
+        return;
+    }
+    const reg_function_t *fn = reg_get(hd->reg, caller, owner, name);
+    if (fn == NULL) {
+        reply_error(req, 404, "not_found", "no function `%s`", name);
+        return;
+    }
+    if (rest == 2) {
+        hearth_error_t err = {0};
+        if (m == EVHTTP_REQ_GET) {
+            reply_json(req, 200, "OK", function_json(fn));
+        } else if (m == EVHTTP_REQ_DELETE) {
+            if (reg_delete(hd->reg, caller, owner, name, &err) < 0)
+                reply_err(req, &err);
+            else
+                evhttp_send_reply(req, 204, "No Content", NULL);
+        } else {
+            reply_error(req, 405, "method_not_allowed", "use GET, PUT or DELETE");
+        }
+        return;
+    }
+    if (strcmp(seg[off + 2], "invocations") != 0) {
+        reply_error(req, 404, "not_found", "no route for %s", path);
+        return;
+    }
+    if (m != EVHTTP_REQ_POST) {
+        reply_error(req, 405, "method_not_allowed", "use POST");
+        return;
+    }
+    handle_invoke(hd, req, c, fn);
+}
+
+/* --- connections ------------------------------------------------------------------
+ * libevent 2.1's evhttp has no connection cap and tells nobody when a
+ * connection without a request goes away. So evhttp gets its bufferevents
+ * from us (make_bev), we keep a reference on each, and a sweep notices
+ * the ones evhttp has let go (their callbacks cleared by bufferevent_free):
+ * only then does our reference free them, close the socket and uncount
+ * the connection. The same sweep ends connections that have not sent a
+ * complete first request within read_timeout_ms (slow clients), and at
+ * once those accepted over max_connections. */
+
+#define SWEEP_MS 100
+
+static void on_evcon_close(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    api_conn_t *c = arg;
+    if (c->pending != NULL) {
+        hd_client_gone(c->hd, c->pending);
+        c->pending = NULL;
+    }
+}
+
+static void sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    hearth_t *hd = arg;
+    uint64_t now = now_ns(), limit = (uint64_t)hd->cfg->read_timeout_ms * 1000000ULL;
+    uint32_t pos = 0;
+    void *v;
+    while (idmap_next(&hd->conns, &pos, &v)) {
+        api_conn_t *c = v;
+        bufferevent_data_cb rd, wr;
+        bufferevent_event_cb ev;
+        void *cbarg;
+        bufferevent_getcb(c->bev, &rd, &wr, &ev, &cbarg);
+        if (rd == NULL && wr == NULL && ev == NULL) {
+            idmap_del(&hd->conns, (uint64_t)(uintptr_t)c->bev);
+            bufferevent_decref(c->bev);
+            hd->connections--;
+            free(c);
+            pos = 0; /* the map moved */
+            continue;
+        }
+        if (!c->served && now - c->accepted_ns > limit) {
+            int sock = (int)bufferevent_getfd(c->bev);
+            if (sock >= 0)
+                shutdown(sock, SHUT_RDWR); /* evhttp sees the end and lets go */
+            c->served = true;              /* once is enough */
+        }
+    }
+}
+
+static struct bufferevent *make_bev(struct event_base *base, void *arg)
+{
+    hearth_t *hd = arg;
+    api_conn_t *c = calloc(1, sizeof(*c));
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL || c == NULL || idmap_put(&hd->conns, (uint64_t)(uintptr_t)bev, c) < 0) {
+        free(c);
+        return bev; /* served, not counted */
+    }
+    bufferevent_incref(bev);
+    c->hd = hd;
+    c->bev = bev;
+    c->accepted_ns = now_ns();
+    if (hd->connections >= hd->cfg->max_connections || hd->draining) {
+        c->accepted_ns = 0; /* the next sweep ends it */
+        hearth_log(HEARTH_LOG_WARN, "max_connections (%u) reached: closing a new connection",
+                   hd->cfg->max_connections);
+    }
+    hd->connections++;
+    return bev;
+}
+
+/* Every request: hook its connection's close (for invocations in flight). */
+static void gencb(struct evhttp_request *req, void *arg)
+{
+    hearth_t *hd = arg;
+    api_conn_t *c = conn_of(hd, req);
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (c != NULL && evcon != NULL)
+        evhttp_connection_set_closecb(evcon, on_evcon_close, c);
+    route(req, arg);
+}
+
+static struct evconnlistener *listen_unix(hearth_t *hd, const char *path, hearth_error_t *err)
+{
+    /* The socket's directory carries the access control: created 0750 if
+     * missing, never a chmod after bind (racy). */
+    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    if (strlen(path) >= sizeof(dir)) {
+        hearth_error_set(err, ENAMETOOLONG, "listen_unix `%s`: path too long", path);
+        return NULL;
+    }
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL && slash != dir) {
+        *slash = '\0';
+        if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+            hearth_error_sys(err, "mkdir %s", dir);
+            return NULL;
+        }
+    }
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    /* A stale socket from a killed predecessor: remove it, but only if
+     * nobody answers on it. */
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0) {
+        if (connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+            close(probe);
+            hearth_error_set(err, EADDRINUSE, "listen_unix `%s`: another hearthd answers there", path);
+            return NULL;
+        }
+        close(probe);
+        unlink(path);
+    }
+    struct evconnlistener *l = evconnlistener_new_bind(
+        hd->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 512, (struct sockaddr *)&sun,
+        sizeof(sun));
+    if (l == NULL)
+        hearth_error_sys(err, "listen on %s", path);
+    return l;
+}
+
+static struct evconnlistener *listen_tcp(hearth_t *hd, const char *host, uint16_t port, hearth_error_t *err)
+{
+    struct evutil_addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags =
+                                                                                           EVUTIL_AI_NUMERICHOST};
+    struct evutil_addrinfo *ai = NULL;
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%u", port);
+    if (evutil_getaddrinfo(host, ps, &hints, &ai) != 0 || ai == NULL) {
+        hearth_error_set(err, EINVAL, "listen_http: `%s` is not a numeric address", host);
+        return NULL;
+    }
+    struct evconnlistener *l = evconnlistener_new_bind(
+        hd->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE, 512,
+        ai->ai_addr, (int)ai->ai_addrlen);
+    if (l == NULL)
+        hearth_error_sys(err, "listen on %s:%u", host, port);
+    evutil_freeaddrinfo(ai);
+    return l;
+}
+
+int api_start(hearth_t *hd, hearth_error_t *err)
+{
+    if (idmap_init(&hd->conns, 256) < 0)
+        return hearth_error_set(err, ENOMEM, "connections");
+    hd->http = evhttp_new(hd->base);
+    if (hd->http == NULL)
+        return hearth_error_set(err, ENOMEM, "evhttp");
+    evhttp_set_max_body_size(hd->http, (ev_ssize_t)hd->cfg->max_body_bytes);
+    evhttp_set_max_headers_size(hd->http, (ev_ssize_t)hd->cfg->max_header_bytes);
+    struct timeval tv = {hd->cfg->read_timeout_ms / 1000, (hd->cfg->read_timeout_ms % 1000) * 1000};
+    evhttp_set_timeout_tv(hd->http, &tv);
+    evhttp_set_allowed_methods(hd->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                             EVHTTP_REQ_HEAD);
+    evhttp_set_bevcb(hd->http, make_bev, hd);
+    evhttp_set_gencb(hd->http, gencb, hd);
+    hd->ev_sweep = event_new(hd->base, -1, EV_PERSIST, sweep, hd);
+    struct timeval every = {0, SWEEP_MS * 1000};
+    if (hd->ev_sweep == NULL || event_add(hd->ev_sweep, &every) < 0)
+        return hearth_error_set(err, ENOMEM, "connection sweep");
+    const cfg_daemon_t *cfg = hd->cfg;
+    struct evconnlistener *l;
+    if (cfg->listen_unix[0] != '\0') {
+        if ((l = listen_unix(hd, cfg->listen_unix, err)) == NULL)
+            return -1;
+        if ((hd->unix_sock = evhttp_bind_listener(hd->http, l)) == NULL)
+            return hearth_error_set(err, ENOMEM, "bind evhttp to %s", cfg->listen_unix);
+    }
+    if (cfg->http_host != NULL) {
+        if ((l = listen_tcp(hd, cfg->http_host, cfg->http_port, err)) == NULL)
+            return -1;
+        if ((hd->tcp_sock = evhttp_bind_listener(hd->http, l)) == NULL)
+            return hearth_error_set(err, ENOMEM, "bind evhttp to %s", cfg->listen_http);
+    }
+    return 0;
+}
+
+void api_stop_listening(hearth_t *hd)
+{
+    /* evhttp frees the listeners; open connections stay and are answered. */
+    if (hd->unix_sock) {
+        evhttp_del_accept_socket(hd->http, hd->unix_sock);
+        hd->unix_sock = NULL;
+        unlink(hd->cfg->listen_unix);
+    }
+    if (hd->tcp_sock) {
+        evhttp_del_accept_socket(hd->http, hd->tcp_sock);
+        hd->tcp_sock = NULL;
+    }
+}
+
+void api_free(hearth_t *hd)
+{
+    api_stop_listening(hd);
+    if (hd->http) {
+        evhttp_free(hd->http);
+        hd->http = NULL;
+    }
+    /* evhttp has let go of every connection: drop our references. */
+    uint32_t pos = 0;
+    void *v;
+    while (idmap_next(&hd->conns, &pos, &v)) {
+        api_conn_t *c = v;
+        bufferevent_decref(c->bev);
+        free(c);
+    }
+    idmap_free(&hd->conns);
+    if (hd->ev_sweep) {
+        event_free(hd->ev_sweep);
+        hd->ev_sweep = NULL;
+    }
+}

@@ -1,0 +1,806 @@
+/* hearthd's core: the scheduler's provider (sandboxes built, specialised,
+ * destroyed), invocations from submit to response, accounting and metrics.
+ *
+ * The provider's callbacks run inside scheduler calls and may not call
+ * back into it; what they have to report (a sandbox ready or failed, an
+ * invocation that could not start) is queued and reported from
+ * ev_deferred. Likewise a finished invocation is reported from there, never
+ * from inside its sandbox's own callback, since the report may destroy
+ * the sandbox. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "orchestrator/daemon.h"
+
+
+/* The daemon itself, as a caller of the registry: sees every function. */
+static const auth_tenant_t system_caller = {.name = (char *)"hearthd", .admin = true};
+
+
+/* Start-up, idle and tear-down CPU of a sandbox: its tenant's overhead,
+ * in the scheduler's totals and in the store's. */
+static void charge_overhead(hearth_t *hd, const reg_function_t *fn, uint64_t sandbox_id, uint64_t cpu_ns)
+{
+    hearth_error_t err = {0};
+    if (cpu_ns == 0 || fn == NULL)
+        return;
+    if (sandbox_id != 0)
+        sched_sandbox_overhead(hd->sched, sandbox_id, cpu_ns, &err);
+    else
+        sched_fn_overhead(hd->sched, fn->id, cpu_ns, &err);
+    store_usage_t delta = {.cpu_ns_overhead = (int64_t)cpu_ns};
+    if (store_add_usage(hd->store, fn->spec->tenant, fn->spec->name, &delta, &err) < 0)
+        hearth_log(HEARTH_LOG_ERROR, "overhead of %s/%s not stored: %s", fn->spec->tenant, fn->spec->name, err.msg);
+}
+
+static void defer_sandbox(hd_sandbox_t *sb, int report)
+{
+    hearth_t *hd = sb->hd;
+    sb->report = report;
+    sb->deferred_next = hd->deferred;
+    hd->deferred = sb;
+    event_active(hd->ev_deferred, 0, 0);
+}
+
+static void defer_inv(hd_inv_t *inv)
+{
+    hearth_t *hd = inv->hd;
+    inv->deferred_next = hd->deferred_inv;
+    hd->deferred_inv = inv;
+    event_active(hd->ev_deferred, 0, 0);
+}
+
+uint64_t hd_tenant_id(hearth_t *hd, const char *tenant)
+{
+    /* Only tenants of the current config count; ids come from a table that
+     * only grows, so a tenant keeps its id across reloads. */
+    if (cfg_daemon_tenant(hd->cfg, tenant) == NULL)
+        return 0;
+    for (size_t i = 0; i < hd->n_tenant_names; i++)
+        if (strcmp(hd->tenant_names[i], tenant) == 0)
+            return i + 1;
+    return 0;
+}
+
+/* Give every tenant of the config an id (new ones at the end). */
+static int number_tenants(hearth_t *hd, hearth_error_t *err)
+{
+    for (size_t i = 0; i < hd->cfg->n_tenants; i++) {
+        const char *name = hd->cfg->tenants[i].name;
+        bool known = false;
+        for (size_t j = 0; j < hd->n_tenant_names && !known; j++)
+            known = strcmp(hd->tenant_names[j], name) == 0;
+        if (known)
+            continue;
+        char **grown = realloc(hd->tenant_names, (hd->n_tenant_names + 1) * sizeof(char *));
+        if (grown == NULL || (grown[hd->n_tenant_names] = strdup(name)) == NULL) {
+            if (grown != NULL)
+                hd->tenant_names = grown;
+            return hearth_error_set(err, ENOMEM, "tenants");
+        }
+        hd->tenant_names = grown;
+        hd->n_tenant_names++;
+    }
+    return 0;
+}
+
+/* --- sandboxes ------------------------------------------------------------- */
+
+static hd_sandbox_t *sandbox_new(hearth_t *hd, uint64_t id, const reg_function_t *fn)
+{
+    hd_sandbox_t *sb = calloc(1, sizeof(*sb));
+    if (sb == NULL)
+        return NULL;
+    sb->hd = hd;
+    sb->id = id;
+    sb->fn = fn ? reg_function_ref(fn) : NULL;
+    sb->generic = fn == NULL;
+    sb->created_ns = now_ns();
+    if (idmap_put(&hd->sandboxes, id, sb) < 0) {
+        if (sb->fn)
+            reg_function_unref(sb->fn);
+        free(sb);
+        return NULL;
+    }
+    return sb;
+}
+
+static void sandbox_free(hd_sandbox_t *sb)
+{
+    hearth_t *hd = sb->hd;
+    idmap_del(&hd->sandboxes, sb->id);
+    if (sb->ev_ctl)
+        event_free(sb->ev_ctl);
+    if (sb->sbx != NULL) {
+        /* What the cgroup burnt since the last charge: tear-down, idle. */
+        sbx_usage_t u;
+        hearth_error_t err;
+        /* Kill first: once nothing runs, the cgroup's CPU figure is final.
+         * What it burnt since the last charge (idle, tear-down) is overhead,
+         * charged from ev_deferred: we may be inside a provider callback. */
+        if (sbx_kill(sb->sbx, &err) == 0 && sbx_usage(sb->sbx, &u, &err) == 0 && u.cpu_ns > sb->cpu_charged_ns &&
+            sb->fn != NULL) {
+            hd_overhead_t *o = malloc(sizeof(*o));
+            if (o != NULL) {
+                o->fn = reg_function_ref(sb->fn);
+                o->cpu_ns = u.cpu_ns - sb->cpu_charged_ns;
+                o->next = hd->overheads;
+                hd->overheads = o;
+                event_active(hd->ev_deferred, 0, 0);
+            }
+        }
+        sbx_destroy(sb->sbx);
+        sb->sbx = NULL;
+    }
+    if (sb->fn)
+        reg_function_unref(sb->fn);
+    free(sb);
+}
+
+static void on_ctl(evutil_socket_t fd, short what, void *arg);
+
+static void spec_of(const cfg_function_t *fn, sbx_mount_t *mounts, sbx_spec_t *spec)
+{
+    cfg_function_sbx_spec(fn, mounts, spec);
+}
+
+/* The generic shells of the prewarm pool: default rootfs, no mounts, the
+ * default seccomp profile and /tmp size. A function can take one over when
+ * its spec asks for nothing else. */
+static bool fits_generic(const cfg_function_t *fn)
+{
+    return (fn->rootfs == NULL || strcmp(fn->rootfs, "/") == 0) && fn->n_mounts == 0 &&
+           (fn->seccomp == NULL || strcmp(fn->seccomp, "default") == 0) && fn->tmp_mb == 64;
+}
+
+static int start_create(hd_sandbox_t *sb, hearth_error_t *err)
+{
+    hearth_t *hd = sb->hd;
+    sbx_spec_t spec = {0};
+    sbx_mount_t mounts[sb->fn ? sb->fn->spec->n_mounts + 1 : 1];
+    if (sb->fn != NULL)
+        spec_of(sb->fn->spec, mounts, &spec);
+    if (sbx_create_async(hd->host, &spec, &sb->ticket, err) < 0)
+        return -1;
+    if (idmap_put(&hd->tickets, sb->ticket, sb) < 0)
+        return hearth_error_set(err, ENOMEM, "ticket map");
+    sb->state = HD_SBX_CREATING;
+    return 0;
+}
+
+static void prov_spawn(void *ctx, uint64_t fn_id, uint32_t version, uint64_t sandbox_id, bool from_prewarm)
+{
+    (void)version;
+    hearth_t *hd = ctx;
+    const reg_function_t *fn = reg_by_id(hd->reg, fn_id);
+    hearth_error_t err = {0};
+    hd_sandbox_t *sb;
+    if (from_prewarm && (sb = idmap_get(&hd->sandboxes, sandbox_id)) != NULL && sb->generic && fn != NULL &&
+        fits_generic(fn->spec) && sb->state == HD_SBX_READY) {
+        /* Specialise: the function's limits on the shell's cgroup. */
+        sbx_spec_t spec = {0};
+        sbx_mount_t mounts[1];
+        spec_of(fn->spec, mounts, &spec);
+        if (sbx_set_limits(sb->sbx, &spec, &err) == 0) {
+            sb->generic = false;
+            sb->fn = reg_function_ref(fn);
+            defer_sandbox(sb, HD_REPORT_READY);
+            return;
+        }
+        hearth_log(HEARTH_LOG_WARN, "specialise %s: %s", sbx_cgroup_name(sb->sbx), err.msg);
+    }
+    if (from_prewarm && (sb = idmap_get(&hd->sandboxes, sandbox_id)) != NULL) {
+        /* Not a fit: the shell goes, a sandbox built for the function takes
+         * its id. */
+        sandbox_free(sb);
+    }
+    sb = sandbox_new(hd, sandbox_id, fn);
+    if (sb == NULL || fn == NULL) {
+        hearth_log(HEARTH_LOG_ERROR, "spawn: %s", fn == NULL ? "unknown function" : "out of memory");
+        if (sb != NULL)
+            defer_sandbox(sb, HD_REPORT_FAILED);
+        return;
+    }
+    if (start_create(sb, &err) < 0) {
+        snprintf(hd->fn_error, sizeof(hd->fn_error), "%s", err.msg);
+        hearth_log(HEARTH_LOG_ERROR, "sandbox for %s/%s: %s", fn->spec->tenant, fn->spec->name, err.msg);
+        defer_sandbox(sb, HD_REPORT_FAILED);
+    }
+}
+
+static void prov_spawn_generic(void *ctx, uint64_t sandbox_id)
+{
+    hearth_t *hd = ctx;
+    hearth_error_t err = {0};
+    hd_sandbox_t *sb = sandbox_new(hd, sandbox_id, NULL);
+    if (sb == NULL)
+        return; /* the scheduler sees it never become ready; it is destroyed at shutdown */
+    if (start_create(sb, &err) < 0) {
+        hearth_log(HEARTH_LOG_ERROR, "prewarm sandbox: %s", err.msg);
+        defer_sandbox(sb, HD_REPORT_FAILED);
+    }
+}
+
+static void prov_dispatch(void *ctx, uint64_t inv_id, void *opaque, uint64_t sandbox_id, sched_start_t kind)
+{
+    (void)inv_id;
+    hearth_t *hd = ctx;
+    hd_inv_t *inv = opaque;
+    hd_sandbox_t *sb = idmap_get(&hd->sandboxes, sandbox_id);
+    hearth_error_t err = {0};
+    inv->start_kind = kind;
+    inv->started_ns = now_ns();
+    inv->sb = sb;
+    if (sb == NULL || sb->sbx == NULL) {
+        inv->outcome = HD_OUT_LOST;
+        snprintf(inv->message, sizeof(inv->message), "internal error: no such sandbox");
+        defer_inv(inv);
+        return;
+    }
+    if (kind != SCHED_START_WARM) {
+        const char *k = sched_start_name(kind);
+        metrics_observe(metrics_series(hd->met.cold_start, (const char *[]){k}),
+                        (double)(inv->started_ns - sb->created_ns) / 1e9);
+    }
+    if (inv->client_gone) {
+        inv->outcome = HD_OUT_CANCELLED;
+        defer_inv(inv);
+        return;
+    }
+    if (proto_stdio_start(sb, inv, &err) < 0) {
+        inv->outcome = HD_OUT_START;
+        snprintf(inv->message, sizeof(inv->message), "%s", err.msg);
+        defer_inv(inv);
+    }
+}
+
+static void prov_destroy(void *ctx, uint64_t sandbox_id, sched_destroy_reason_t reason)
+{
+    hearth_t *hd = ctx;
+    hd_sandbox_t *sb = idmap_get(&hd->sandboxes, sandbox_id);
+    if (sb == NULL)
+        return;
+    hearth_log(HEARTH_LOG_DEBUG, "destroy sandbox %" PRIu64 " (%s)", sandbox_id, sched_destroy_name(reason));
+    if (sb->state == HD_SBX_CREATING) {
+        sb->destroy_requested = true; /* when the spawner answers */
+        return;
+    }
+    if (sb->report != HD_REPORT_NONE) {
+        /* A report is pending in the deferred list: free it from there. */
+        sb->destroy_requested = true;
+        return;
+    }
+    sandbox_free(sb);
+}
+
+static void free_inv(hd_inv_t *inv)
+{
+    if (inv->payload)
+        evbuffer_free(inv->payload);
+    if (inv->output)
+        evbuffer_free(inv->output);
+    if (inv->fn)
+        reg_function_unref(inv->fn);
+    free(inv);
+}
+
+static void prov_reject(void *ctx, uint64_t inv_id, void *opaque, sched_reject_reason_t reason,
+                        uint32_t retry_after_ms)
+{
+    hearth_t *hd = ctx;
+    hd_inv_t *inv = opaque;
+    idmap_del(&hd->invocations, inv_id);
+    const cfg_function_t *fn = inv->fn->spec;
+    metrics_add(metrics_series(hd->met.rejected, (const char *[]){fn->tenant, fn->name, sched_reject_name(reason)}),
+                1);
+    if (inv->req != NULL)
+        api_respond_rejected(inv, reason, retry_after_ms);
+    free_inv(inv);
+}
+
+/* --- the spawner's answers and init's messages ------------------------------ */
+
+static void on_host(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    hearth_t *hd = arg;
+    sbx_t *sbx;
+    uint64_t ticket;
+    hearth_error_t err = {0};
+    int rc;
+    while ((rc = sbx_host_poll(hd->host, &sbx, &ticket, &err)) > 0) {
+        hd_sandbox_t *sb = idmap_del(&hd->tickets, ticket);
+        if (sb == NULL) {
+            if (sbx != NULL)
+                sbx_destroy(sbx);
+            continue;
+        }
+        if (sb->destroy_requested) {
+            sb->sbx = sbx;
+            sandbox_free(sb);
+            continue;
+        }
+        uint64_t now = now_ns();
+        if (sbx == NULL) {
+            snprintf(hd->fn_error, sizeof(hd->fn_error), "%s", err.msg);
+            hearth_log(HEARTH_LOG_ERROR, "sandbox for %s: %s", sb->fn ? sb->fn->spec->name : "the prewarm pool",
+                       err.msg);
+            metrics_add(metrics_series(hd->met.sandbox_fail, (const char *[]){NULL}), 1);
+            uint64_t id = sb->id;
+            sandbox_free(sb);
+            sched_sandbox_failed(hd->sched, id, now, &err);
+            continue;
+        }
+        sb->sbx = sbx;
+        sb->state = HD_SBX_READY;
+        sb->ready_ns = now;
+        sb->ev_ctl = event_new(hd->base, sbx_ctl_fd(sbx), EV_READ | EV_PERSIST, on_ctl, sb);
+        if (sb->ev_ctl == NULL || event_add(sb->ev_ctl, NULL) < 0) {
+            uint64_t id = sb->id;
+            sandbox_free(sb);
+            sched_sandbox_failed(hd->sched, id, now, &err);
+            continue;
+        }
+        /* Start-up CPU is the tenant's overhead. */
+        sbx_usage_t u;
+        if (sbx_usage(sbx, &u, &err) == 0) {
+            sb->cpu_charged_ns = u.cpu_ns;
+            if (!sb->generic)
+                charge_overhead(hd, sb->fn, sb->id, u.cpu_ns);
+        }
+        if (sched_sandbox_ready(hd->sched, sb->id, now, &err) < 0)
+            hearth_log(HEARTH_LOG_ERROR, "sandbox %" PRIu64 " ready: %s", sb->id, err.msg);
+    }
+    if (rc < 0) {
+        hearth_log(HEARTH_LOG_ERROR, "the spawner failed: %s; shutting down", err.msg);
+        event_base_loopbreak(hd->base);
+    }
+}
+
+static void on_ctl(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    hd_sandbox_t *sb = arg;
+    hearth_t *hd = sb->hd;
+    sbx_event_t ev;
+    hearth_error_t err;
+    while (sb->sbx != NULL && sbx_next_event(sb->sbx, &ev, &err) > 0) {
+        if (sb->call != NULL) {
+            proto_on_event(sb->call, &ev);
+            continue;
+        }
+        if (ev.kind == SBX_EV_DIED && sb->state == HD_SBX_READY) {
+            /* Died idle (say, killed from outside): no call to fail. */
+            sb->state = HD_SBX_DEAD;
+            event_del(sb->ev_ctl);
+            sched_sandbox_died(hd->sched, sb->id, now_ns(), &err);
+            return;
+        }
+    }
+}
+
+/* --- invocations ------------------------------------------------------------ */
+
+static sched_done_t done_kind(hd_outcome_t o)
+{
+    switch (o) {
+    case HD_OUT_OK:
+        return SCHED_DONE_OK;
+    case HD_OUT_TIMEOUT:
+    case HD_OUT_OOM:
+    case HD_OUT_LOST:
+        return SCHED_DONE_CRASHED; /* the sandbox is gone or suspect: replaced */
+    default:
+        return SCHED_DONE_ERROR;
+    }
+}
+
+static const char *outcome_name(hd_outcome_t o)
+{
+    static const char *const names[] = {"ok",        "error",   "crashed",   "out_of_memory", "timeout",
+                                        "too_large", "start",   "lost",      "cancelled"};
+    return names[o];
+}
+
+void hd_call_done(hd_sandbox_t *sb, hd_inv_t *inv)
+{
+    (void)sb;
+    defer_inv(inv);
+}
+
+/* Report a finished invocation: accounting, metrics, the response, the
+ * scheduler. From ev_deferred only. */
+static void finish_inv(hearth_t *hd, hd_inv_t *inv)
+{
+    hd_sandbox_t *sb = inv->sb;
+    const cfg_function_t *fn = inv->fn->spec;
+    uint64_t now = now_ns();
+    hearth_error_t err = {0};
+
+    /* CPU: the cgroup's usage after minus before; the process and all it
+     * started have exited (or been killed), so the figure is exact. */
+    if (sb != NULL && sb->call != NULL) {
+        uint64_t before = proto_cpu_before(sb->call);
+        sbx_usage_t u;
+        if (sb->sbx != NULL && sbx_usage(sb->sbx, &u, &err) == 0 && u.cpu_ns >= before) {
+            inv->cpu_ns = u.cpu_ns - before;
+            if (before > sb->cpu_charged_ns)
+                charge_overhead(hd, sb->fn, sb->id, before - sb->cpu_charged_ns);
+            sb->cpu_charged_ns = u.cpu_ns;
+        }
+        proto_free(sb->call);
+        sb->call = NULL;
+    }
+    uint64_t dur = inv->started_ns ? now - inv->started_ns : 0;
+
+    store_usage_t delta = {
+        .cpu_ns_invocation = (int64_t)inv->cpu_ns,
+        .memory_mb_ms = (int64_t)((uint64_t)fn->memory_mb * dur / 1000000),
+        .invocations = 1,
+        .errors = inv->outcome != HD_OUT_OK,
+        .cold_starts = inv->start_kind != SCHED_START_WARM,
+    };
+    if (store_add_usage(hd->store, fn->tenant, fn->name, &delta, &err) < 0)
+        hearth_log(HEARTH_LOG_ERROR, "usage of %s/%s not stored: %s", fn->tenant, fn->name, err.msg);
+    const char *labels[] = {fn->tenant, fn->name, sched_start_name(inv->start_kind), outcome_name(inv->outcome)};
+    metrics_add(metrics_series(hd->met.invocations, labels), 1);
+    metrics_observe(metrics_series(hd->met.duration, (const char *[]){fn->tenant, fn->name}), (double)dur / 1e9);
+    metrics_add(metrics_series(hd->met.tenant_cpu, (const char *[]){fn->tenant}), (double)inv->cpu_ns / 1e9);
+    metrics_add(metrics_series(hd->met.fn_cpu, (const char *[]){fn->tenant, fn->name}), (double)inv->cpu_ns / 1e9);
+
+    if (inv->req != NULL)
+        api_respond_invocation(inv);
+    idmap_del(&hd->invocations, inv->sched_id);
+    if (!inv->done && sched_invocation_done(hd->sched, inv->sched_id, inv->cpu_ns, done_kind(inv->outcome), now,
+                                            &err) < 0)
+        hearth_log(HEARTH_LOG_ERROR, "invocation %s done: %s", inv->id, err.msg);
+    free_inv(inv);
+}
+
+static void on_deferred(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    hearth_t *hd = arg;
+    hearth_error_t err = {0};
+    uint64_t now = now_ns();
+    while (hd->deferred != NULL) {
+        hd_sandbox_t *sb = hd->deferred;
+        hd->deferred = sb->deferred_next;
+        int report = sb->report;
+        sb->report = HD_REPORT_NONE;
+        uint64_t id = sb->id;
+        if (report == HD_REPORT_FAILED) {
+            sandbox_free(sb);
+            sched_sandbox_failed(hd->sched, id, now, &err);
+        } else if (report == HD_REPORT_READY) {
+            if (sb->destroy_requested)
+                sandbox_free(sb);
+            else
+                sched_sandbox_ready(hd->sched, id, now, &err);
+        }
+    }
+    while (hd->deferred_inv != NULL) {
+        hd_inv_t *inv = hd->deferred_inv;
+        hd->deferred_inv = inv->deferred_next;
+        finish_inv(hd, inv);
+    }
+    while (hd->overheads != NULL) {
+        hd_overhead_t *o = hd->overheads;
+        hd->overheads = o->next;
+        charge_overhead(hd, o->fn, 0, o->cpu_ns);
+        reg_function_unref(o->fn);
+        free(o);
+    }
+    if (hd->draining && hd_idle(hd))
+        event_base_loopbreak(hd->base);
+}
+
+static void random_id(char out[33])
+{
+    uint8_t b[16];
+    /* getrandom with 16 bytes never returns short once the pool is ready. */
+    if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+        uint64_t t = now_ns();
+        memcpy(b, &t, 8);
+        memcpy(b + 8, &t, 8);
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+int hd_invoke(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
+              hearth_error_t *err)
+{
+    hd_inv_t *inv = calloc(1, sizeof(*inv));
+    if (inv == NULL)
+        return hearth_error_set(err, ENOMEM, "invocation");
+    inv->hd = hd;
+    inv->req = req;
+    inv->fn = reg_function_ref(fn);
+    inv->payload = payload;
+    inv->output = evbuffer_new();
+    inv->accepted_ns = now_ns();
+    inv->sched_id = ++hd->next_inv;
+    random_id(inv->id);
+    if (inv->output == NULL || idmap_put(&hd->invocations, inv->sched_id, inv) < 0) {
+        inv->payload = NULL;
+        free_inv(inv);
+        return hearth_error_set(err, ENOMEM, "invocation");
+    }
+    if (sched_submit(hd->sched, inv->sched_id, fn->id, SCHED_SYNC, inv, inv->accepted_ns, err) < 0) {
+        idmap_del(&hd->invocations, inv->sched_id);
+        inv->payload = NULL; /* the caller keeps it */
+        free_inv(inv);
+        return -1;
+    }
+    return 0;
+}
+
+/* The client of a running or queued invocation went away. */
+void hd_client_gone(hearth_t *hd, struct evhttp_request *req)
+{
+    uint32_t pos = 0;
+    void *v;
+    while (idmap_next(&hd->invocations, &pos, &v)) {
+        hd_inv_t *inv = v;
+        if (inv->req != req)
+            continue;
+        inv->client_gone = true;
+        if (inv->sb != NULL && inv->sb->call != NULL)
+            proto_cancel(inv->sb->call);
+    }
+}
+
+/* --- functions and tenants into the scheduler ------------------------------- */
+
+int hd_sched_function(hearth_t *hd, const reg_function_t *fn, hearth_error_t *err)
+{
+    const cfg_function_t *s = fn->spec;
+    uint64_t tid = hd_tenant_id(hd, s->tenant);
+    if (tid == 0)
+        return hearth_error_set(err, ENOENT, "function %s: no tenant `%s` in the config", s->name, s->tenant);
+    sched_fn_spec_t fs = {
+        .tenant_id = tid,
+        .name = s->name,
+        .version = (uint32_t)fn->generation,
+        .memory_mb = s->memory_mb,
+        .concurrency = s->concurrency,
+        .min_warm = s->min_warm,
+        .max_sandboxes = s->max_sandboxes,
+        .keep_alive_ms = s->keep_alive_ms,
+    };
+    return sched_fn_put(hd->sched, fn->id, &fs, now_ns(), err);
+}
+
+int hd_sched_tenants(hearth_t *hd, hearth_error_t *err)
+{
+    if (number_tenants(hd, err) < 0)
+        return -1;
+    for (size_t i = 0; i < hd->cfg->n_tenants; i++) {
+        const cfg_tenant_t *t = &hd->cfg->tenants[i];
+        sched_tenant_spec_t ts = {
+            .name = t->name,
+            .weight = t->weight,
+            .max_concurrency = t->max_concurrency,
+            .cpu_ms_per_minute = t->cpu_ms_per_minute,
+        };
+        if (sched_tenant_put(hd->sched, hd_tenant_id(hd, t->name), &ts, err) < 0)
+            return hearth_error_wrap(err, "tenant %s", t->name);
+    }
+    return 0;
+}
+
+static void on_registry_change(void *arg, const reg_function_t *old, const reg_function_t *now)
+{
+    hearth_t *hd = arg;
+    hearth_error_t err = {0};
+    if (now != NULL) {
+        if (hd_sched_function(hd, now, &err) < 0)
+            hearth_log(HEARTH_LOG_ERROR, "schedule %s/%s: %s", now->spec->tenant, now->spec->name, err.msg);
+    } else if (old != NULL) {
+        if (sched_fn_remove(hd->sched, old->id, now_ns(), &err) < 0)
+            hearth_log(HEARTH_LOG_WARN, "unschedule %s/%s: %s", old->spec->tenant, old->spec->name, err.msg);
+        const char *names[] = {"tenant", "function"};
+        const char *values[] = {old->spec->tenant, old->spec->name};
+        metrics_forget(hd->met.m, names, values, 2);
+    }
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    hearth_t *hd = arg;
+    sched_tick(hd->sched, now_ns());
+}
+
+bool hd_idle(const hearth_t *hd)
+{
+    sched_host_status_t st;
+    sched_host_status(hd->sched, &st);
+    return st.in_flight == 0 && st.queued == 0 && hd->deferred_inv == NULL;
+}
+
+void hd_metrics_refresh(hearth_t *hd)
+{
+    reg_function_t **list = NULL;
+    size_t n = 0;
+    hearth_error_t err;
+    if (reg_list(hd->reg, &system_caller, NULL, &list, &n, &err) < 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        sched_fn_status_t st;
+        const cfg_function_t *f = list[i]->spec;
+        if (sched_fn_status(hd->sched, list[i]->id, &st, &err) < 0)
+            continue;
+        const char *tf[] = {f->tenant, f->name};
+        metrics_set(metrics_series(hd->met.queue_depth, tf), st.queued);
+        metrics_set(metrics_series(hd->met.desired, tf), st.desired);
+        metrics_set(metrics_series(hd->met.panic, tf), st.panic);
+        static const char *const states[] = {"creating", "idle", "busy", "draining"};
+        uint32_t counts[] = {st.creating, st.idle, st.busy, st.draining};
+        for (int k = 0; k < 4; k++)
+            metrics_set(metrics_series(hd->met.sandboxes, (const char *[]){f->tenant, f->name, states[k]}),
+                        counts[k]);
+    }
+    reg_list_free(list, n);
+    sched_host_status_t hs;
+    sched_host_status(hd->sched, &hs);
+    metrics_set(metrics_series(hd->met.host_sbx, (const char *[]){"all"}), hs.sandboxes);
+    metrics_set(metrics_series(hd->met.host_sbx, (const char *[]){"prewarm_ready"}), hs.generic_ready);
+    metrics_set(metrics_series(hd->met.connections, (const char *[]){NULL}), hd->connections);
+    metrics_set(metrics_series(hd->met.uptime, (const char *[]){NULL}), (double)(now_ns() - hd->started_ns) / 1e9);
+}
+
+static int register_metrics(hearth_t *hd, hearth_error_t *err)
+{
+    hd_metrics_t *m = &hd->met;
+    static const double dur_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                         0.25,   0.5,   1,      2.5,   5,    10,    30,   60};
+    static const double cold_buckets[] = {0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.5, 1};
+    m->m = metrics_new();
+    if (m->m == NULL)
+        return hearth_error_set(err, ENOMEM, "metrics");
+#define REG(field, type, name, help, labels, b, nb)                                                   \
+    if ((m->field = metrics_register(m->m, type, name, help, labels, b, nb, err)) == NULL)        \
+        return -1;
+    REG(invocations, METRICS_COUNTER, "hearth_invocations_total", "Invocations finished, by start kind and outcome.",
+        ((const char *[]){"tenant", "function", "start", "outcome", NULL}), NULL, 0);
+    REG(duration, METRICS_HISTOGRAM, "hearth_invocation_duration_seconds",
+        "Time from dispatch to the end of the invocation.", ((const char *[]){"tenant", "function", NULL}),
+        dur_buckets, sizeof(dur_buckets) / sizeof(dur_buckets[0]));
+    REG(cold_start, METRICS_HISTOGRAM, "hearth_cold_start_seconds",
+        "Time from asking for a sandbox to dispatching onto it (cold and prewarm starts).",
+        ((const char *[]){"start", NULL}), cold_buckets, sizeof(cold_buckets) / sizeof(cold_buckets[0]));
+    REG(queue_depth, METRICS_GAUGE, "hearth_queue_depth", "Invocations waiting for a sandbox.",
+        ((const char *[]){"tenant", "function", NULL}), NULL, 0);
+    REG(sandboxes, METRICS_GAUGE, "hearth_sandboxes", "Sandboxes of a function by state.",
+        ((const char *[]){"tenant", "function", "state", NULL}), NULL, 0);
+    REG(tenant_cpu, METRICS_COUNTER, "hearth_tenant_cpu_seconds_total", "CPU time of a tenant's invocations.",
+        ((const char *[]){"tenant", NULL}), NULL, 0);
+    REG(fn_cpu, METRICS_COUNTER, "hearth_function_cpu_seconds_total", "CPU time of a function's invocations.",
+        ((const char *[]){"tenant", "function", NULL}), NULL, 0);
+    REG(desired, METRICS_GAUGE, "hearth_scaler_desired", "Sandboxes the scaler wants for a function.",
+        ((const char *[]){"tenant", "function", NULL}), NULL, 0);
+    REG(panic, METRICS_GAUGE, "hearth_scaler_panic", "1 while the function's scaler is in panic mode.",
+        ((const char *[]){"tenant", "function", NULL}), NULL, 0);
+    REG(rejected, METRICS_COUNTER, "hearth_rejected_total", "Invocations turned away, by reason.",
+        ((const char *[]){"tenant", "function", "reason", NULL}), NULL, 0);
+    REG(connections, METRICS_GAUGE, "hearth_open_connections", "Open client connections.",
+        ((const char *[]){NULL}), NULL, 0);
+    REG(uptime, METRICS_GAUGE, "hearth_uptime_seconds", "Seconds since hearthd started.", ((const char *[]){NULL}),
+        NULL, 0);
+    REG(build, METRICS_GAUGE, "hearth_build_info", "Always 1; the labels say what runs.",
+        ((const char *[]){"version", "cgroup", NULL}), NULL, 0);
+    REG(host_sbx, METRICS_GAUGE, "hearth_host_sandboxes", "Live sandboxes on this host.",
+        ((const char *[]){"kind", NULL}), NULL, 0);
+    REG(sandbox_fail, METRICS_COUNTER, "hearth_sandbox_start_failures_total", "Sandboxes that failed to start.",
+        ((const char *[]){NULL}), NULL, 0);
+#undef REG
+    metrics_set(metrics_series(m->build, (const char *[]){HEARTH_VERSION, sbx_host_cgroup_mode(hd->host)}), 1);
+    return 0;
+}
+
+int hd_init(hearth_t *hd, hearth_error_t *err)
+{
+    if (idmap_init(&hd->sandboxes, 64) < 0 || idmap_init(&hd->tickets, 64) < 0 ||
+        idmap_init(&hd->invocations, 256) < 0)
+        return hearth_error_set(err, ENOMEM, "maps");
+    if (register_metrics(hd, err) < 0)
+        return hearth_error_wrap(err, "metrics");
+    sched_config_t sc;
+    sched_config_default(&sc);
+    sc.max_sandboxes = hd->cfg->max_sandboxes;
+    sc.memory_budget_mb = hd->cfg->memory_budget_mb;
+    sc.prewarm_min = 0;
+    sc.prewarm_max = hd->cfg->prewarm_pool;
+    sc.generic_memory_mb = 128;
+    sched_provider_t prov = {
+        .spawn = prov_spawn,
+        .spawn_generic = prov_spawn_generic,
+        .dispatch = prov_dispatch,
+        .destroy = prov_destroy,
+        .reject = prov_reject,
+        .ctx = hd,
+    };
+    hd->sched = sched_new(&sc, &prov, now_ns(), err);
+    if (hd->sched == NULL)
+        return hearth_error_wrap(err, "scheduler");
+    if (hd_sched_tenants(hd, err) < 0)
+        return -1;
+    reg_function_t **list = NULL;
+    size_t n = 0;
+    if (reg_list(hd->reg, &system_caller, NULL, &list, &n, err) < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (hd_sched_function(hd, list[i], err) < 0)
+            hearth_log(HEARTH_LOG_WARN, "%s", err->msg);
+    reg_list_free(list, n);
+    reg_set_listener(hd->reg, on_registry_change, hd);
+
+    hd->ev_host = event_new(hd->base, sbx_host_fd(hd->host), EV_READ | EV_PERSIST, on_host, hd);
+    hd->ev_tick = event_new(hd->base, -1, EV_PERSIST, on_tick, hd);
+    hd->ev_deferred = event_new(hd->base, -1, 0, on_deferred, hd);
+    struct timeval tick = {0, 50000};
+    if (hd->ev_host == NULL || hd->ev_tick == NULL || hd->ev_deferred == NULL || event_add(hd->ev_host, NULL) < 0 ||
+        event_add(hd->ev_tick, &tick) < 0)
+        return hearth_error_set(err, ENOMEM, "events");
+    return 0;
+}
+
+void hd_shutdown(hearth_t *hd)
+{
+    /* Rejects what waits and destroys every sandbox through the provider. */
+    if (hd->sched != NULL) {
+        sched_free(hd->sched);
+        hd->sched = NULL;
+    }
+    /* Running invocations the scheduler forgot: their sandboxes are gone. */
+    uint32_t pos = 0;
+    void *v;
+    while (idmap_next(&hd->invocations, &pos, &v)) {
+        hd_inv_t *inv = v;
+        if (inv->sb != NULL && inv->sb->call != NULL)
+            inv->sb->call = NULL;
+    }
+    pos = 0;
+    while (idmap_next(&hd->sandboxes, &pos, &v)) {
+        hd_sandbox_t *sb = v;
+        if (sb->call) {
+            proto_free(sb->call);
+            sb->call = NULL;
+        }
+        sandbox_free(sb);
+        pos = 0; /* sandbox_free changed the map */
+    }
+    idmap_free(&hd->sandboxes);
+    idmap_free(&hd->tickets);
+    idmap_free(&hd->invocations);
+    if (hd->ev_host)
+        event_free(hd->ev_host);
+    if (hd->ev_tick)
+        event_free(hd->ev_tick);
+    if (hd->ev_deferred)
+        event_free(hd->ev_deferred);
+    metrics_free(hd->met.m);
+    while (hd->overheads != NULL) {
+        hd_overhead_t *o = hd->overheads;
+        hd->overheads = o->next;
+        if (o->fn->spec != NULL) {
+            store_usage_t delta = {.cpu_ns_overhead = (int64_t)o->cpu_ns};
+            hearth_error_t err;
+            store_add_usage(hd->store, o->fn->spec->tenant, o->fn->spec->name, &delta, &err);
+        }
+        reg_function_unref(o->fn);
+        free(o);
+    }
+    for (size_t i = 0; i < hd->n_tenant_names; i++)
+        free(hd->tenant_names[i]);
+    free(hd->tenant_names);
+}

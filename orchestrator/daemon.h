@@ -1,0 +1,181 @@
+/* hearthd's core: the context every part of the daemon shares, the
+ * sandboxes it runs (the scheduler's provider), and invocations from
+ * acceptance to response. One libevent loop owns all of it, without locks. */
+#ifndef HEARTH_DAEMON_H
+#define HEARTH_DAEMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "common/idmap.h"
+#include "common/util.h"
+#include "common/version.h"
+#include "orchestrator/auth.h"
+#include "orchestrator/config.h"
+#include "orchestrator/metrics.h"
+#include "orchestrator/registry.h"
+#include "orchestrator/store.h"
+#include "sandbox/sandbox.h"
+#include "scheduler/scheduler.h"
+
+typedef struct hd_sandbox hd_sandbox_t;
+typedef struct hd_inv hd_inv_t;
+typedef struct proto_call proto_call_t;
+
+/* CPU a destroyed sandbox burnt since its last charge, charged later. */
+typedef struct hd_overhead {
+    reg_function_t *fn;
+    uint64_t cpu_ns;
+    struct hd_overhead *next;
+} hd_overhead_t;
+
+/* Metric families, registered once at start. */
+typedef struct hd_metrics {
+    metrics_t *m;
+    metrics_family_t *invocations;  /* hearth_invocations_total{tenant,function,start,outcome} */
+    metrics_family_t *duration;     /* hearth_invocation_duration_seconds{tenant,function} */
+    metrics_family_t *cold_start;   /* hearth_cold_start_seconds{start} */
+    metrics_family_t *queue_depth;  /* hearth_queue_depth{tenant,function} */
+    metrics_family_t *sandboxes;    /* hearth_sandboxes{tenant,function,state} */
+    metrics_family_t *tenant_cpu;   /* hearth_tenant_cpu_seconds_total{tenant} */
+    metrics_family_t *fn_cpu;       /* hearth_function_cpu_seconds_total{tenant,function} */
+    metrics_family_t *desired;      /* hearth_scaler_desired{tenant,function} */
+    metrics_family_t *panic;        /* hearth_scaler_panic{tenant,function} */
+    metrics_family_t *rejected;     /* hearth_rejected_total{tenant,function,reason} */
+    metrics_family_t *connections;  /* hearth_open_connections */
+    metrics_family_t *uptime;       /* hearth_uptime_seconds */
+    metrics_family_t *build;        /* hearth_build_info{version,cgroup} */
+    metrics_family_t *host_sbx;     /* hearth_host_sandboxes{kind} */
+    metrics_family_t *sandbox_fail; /* hearth_sandbox_start_failures_total */
+} hd_metrics_t;
+
+typedef struct hearth {
+    struct event_base *base;
+    char *config_path;
+    cfg_daemon_t *cfg;
+    auth_t *auth;            /* swapped on SIGHUP; requests hold their own ref */
+    store_t *store;
+    registry_t *reg;
+    sched_t *sched;
+    sbx_host_t *host;
+    hd_metrics_t met;
+    struct evhttp *http;     /* both listeners */
+    struct evhttp_bound_socket *unix_sock;
+    struct evhttp_bound_socket *tcp_sock;
+    struct event *ev_host;   /* spawner answers */
+    struct event *ev_tick;   /* scheduler timers */
+    struct event *ev_deferred; /* reports the provider may not make from its callbacks */
+    struct event *ev_sigterm, *ev_sigint, *ev_sighup;
+    struct event *ev_drain;  /* drain deadline */
+    struct event *ev_sweep;  /* api.c: connections let go, slow first requests */
+    idmap_t sandboxes;       /* sandbox id → hd_sandbox_t */
+    idmap_t tickets;         /* spawner ticket → hd_sandbox_t */
+    idmap_t invocations;     /* scheduler invocation id → hd_inv_t */
+    uint64_t next_inv;       /* scheduler invocation ids */
+    hd_sandbox_t *deferred;  /* sandboxes with a report to make (via ->deferred_next) */
+    hd_inv_t *deferred_inv;  /* invocations to finish outside provider callbacks */
+    hd_overhead_t *overheads; /* tear-down CPU to charge outside provider callbacks */
+    bool draining;           /* SIGTERM: no new calls, /readyz 503 */
+    uint64_t started_ns;     /* monotonic start, for uptime */
+    uint32_t connections;    /* open client connections */
+    idmap_t conns;           /* our bufferevent → api.c's connection record */
+    char fn_error[256];      /* last sandbox start failure, for 502 messages */
+    char **tenant_names;     /* scheduler tenant id - 1 → name; only grows, so ids survive SIGHUP */
+    size_t n_tenant_names;
+} hearth_t;
+
+/* A sandbox as the daemon sees it. */
+typedef enum { HD_SBX_CREATING, HD_SBX_READY, HD_SBX_DEAD } hd_sbx_state_t;
+
+struct hd_sandbox {
+    hearth_t *hd;
+    uint64_t id;               /* the scheduler's sandbox id */
+    uint64_t ticket;           /* spawner ticket while creating */
+    hd_sbx_state_t state;
+    sbx_t *sbx;                /* NULL while creating */
+    reg_function_t *fn;        /* the version it serves; NULL for a generic one */
+    bool generic;              /* prewarmed, not yet tied to a function */
+    bool destroy_requested;    /* the scheduler asked while it was creating */
+    uint64_t created_ns;       /* when creation was asked for */
+    uint64_t ready_ns;
+    uint64_t cpu_charged_ns;   /* cgroup CPU already charged (invocations and overhead) */
+    struct event *ev_ctl;      /* init's messages */
+    proto_call_t *call;        /* the invocation running here (concurrency 1) */
+    enum { HD_REPORT_NONE, HD_REPORT_READY, HD_REPORT_FAILED, HD_REPORT_DIED } report;
+    hd_sandbox_t *deferred_next;
+};
+
+typedef enum {
+    HD_OUT_OK,         /* exit 0 */
+    HD_OUT_FAILED,     /* non-zero exit: 502 */
+    HD_OUT_CRASHED,    /* killed by a signal: 502 */
+    HD_OUT_OOM,        /* 502 out_of_memory */
+    HD_OUT_TIMEOUT,    /* 504 */
+    HD_OUT_TOO_LARGE,  /* output over the cap: 502 */
+    HD_OUT_START,      /* could not start the process: 502 */
+    HD_OUT_LOST,       /* the sandbox died: 502 */
+    HD_OUT_CANCELLED,  /* the client went away */
+} hd_outcome_t;
+
+/* One invocation, from submit to response. */
+struct hd_inv {
+    hearth_t *hd;
+    uint64_t sched_id;         /* the scheduler's id */
+    char id[33];               /* X-Hearth-Invocation-Id: 128 random bits, hex */
+    struct evhttp_request *req; /* answered exactly once (evhttp frees it then) */
+    bool client_gone;          /* the connection closed before the answer */
+    reg_function_t *fn;        /* the version it was submitted for */
+    struct evbuffer *payload;
+    uint64_t accepted_ns;
+    uint64_t started_ns;
+    sched_start_t start_kind;
+    hd_sandbox_t *sb;          /* where it runs */
+    bool done;                 /* reported to the scheduler */
+    /* the result */
+    hd_outcome_t outcome;
+    int status;                /* exit code or signal */
+    struct evbuffer *output;   /* stdout */
+    char log_tail[4096];       /* end of stderr */
+    size_t log_len;
+    uint64_t cpu_ns;
+    char message[256];         /* for errors */
+    hd_inv_t *deferred_next;
+};
+
+/* daemon.c */
+int hd_init(hearth_t *hd, hearth_error_t *err);   /* scheduler, provider, maps, events */
+void hd_shutdown(hearth_t *hd);
+/* Put a function (new or new version) and its tenant into the scheduler. */
+int hd_sched_function(hearth_t *hd, const reg_function_t *fn, hearth_error_t *err);
+int hd_sched_tenants(hearth_t *hd, hearth_error_t *err);
+/* Accept an invocation of fn for the request; the response comes later. */
+int hd_invoke(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
+              hearth_error_t *err);
+uint64_t hd_tenant_id(hearth_t *hd, const char *tenant);
+/* Refresh gauges (queue depth, sandboxes by state, scaler) before /metrics. */
+void hd_metrics_refresh(hearth_t *hd);
+bool hd_idle(const hearth_t *hd); /* nothing running or queued */
+/* The client of req went away: forget req, stop its invocation. */
+void hd_client_gone(hearth_t *hd, struct evhttp_request *req);
+
+/* protocol_stdio.c: run one invocation as a fresh process in sb. The
+ * result lands in inv and hd_call_done() is called (from the loop). */
+int proto_stdio_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err);
+void proto_on_event(proto_call_t *c, const sbx_event_t *ev);
+void proto_cancel(proto_call_t *c);
+void proto_free(proto_call_t *c);
+uint64_t proto_cpu_before(const proto_call_t *c); /* cgroup CPU when the process started */
+void hd_call_done(hd_sandbox_t *sb, hd_inv_t *inv);
+
+/* api.c */
+int api_start(hearth_t *hd, hearth_error_t *err);
+void api_stop_listening(hearth_t *hd);
+void api_free(hearth_t *hd);
+void api_respond_invocation(hd_inv_t *inv);
+void api_respond_rejected(hd_inv_t *inv, sched_reject_reason_t reason, uint32_t retry_after_ms);
+
+#endif
