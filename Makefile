@@ -105,5 +105,9 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/bench/run $(if $(QUICK),--quick)
 
+# libFuzzer targets for every parser of outside input; FUZZ_SECONDS each (default 30).
+fuzz: deps
+	@scripts/fuzz
+
 clean:
 	rm -rf $(BUILD) $(BIN)
