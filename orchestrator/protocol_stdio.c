@@ -268,7 +268,9 @@ static int make_pipe(int fds[2], int our_end, hearth_error_t *err)
 
 int proto_stdio_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err)
 {
-    const cfg_function_t *fn = inv->fn->spec;
+    /* The sandbox's version of the function: a call queued before an
+     * update runs the new version, on a sandbox built for it. */
+    const cfg_function_t *fn = sb->fn != NULL ? sb->fn->spec : inv->fn->spec;
     hearth_t *hd = sb->hd;
     proto_call_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
