@@ -497,8 +497,11 @@ static void on_deferred(evutil_socket_t fd, short what, void *arg)
         reg_function_unref(o->fn);
         free(o);
     }
-    if (hd->draining && hd_idle(hd))
-        event_base_loopbreak(hd->base);
+    if (hd->draining && hd_idle(hd)) {
+        /* A moment for the last answers to reach their clients. */
+        struct timeval flush = {0, 100000};
+        event_base_loopexit(hd->base, &flush);
+    }
 }
 
 static void random_id(char out[33])
@@ -756,27 +759,35 @@ int hd_init(hearth_t *hd, hearth_error_t *err)
 
 void hd_shutdown(hearth_t *hd)
 {
+    /* Finished invocations not yet reported are answered normally. */
+    while (hd->deferred_inv != NULL) {
+        hd_inv_t *inv = hd->deferred_inv;
+        hd->deferred_inv = inv->deferred_next;
+        finish_inv(hd, inv);
+    }
+    /* Past the drain deadline: what still runs is stopped and answered 503. */
+    uint32_t pos = 0;
+    void *v;
+    while (idmap_next(&hd->invocations, &pos, &v)) {
+        hd_inv_t *inv = v;
+        if (inv->sb == NULL || inv->sb->call == NULL)
+            continue; /* queued: sched_free rejects it */
+        proto_cancel(inv->sb->call);
+        proto_free(inv->sb->call);
+        inv->sb->call = NULL;
+        api_respond_rejected(inv, SCHED_REJECT_SHUTDOWN, 0);
+        idmap_del(&hd->invocations, inv->sched_id);
+        free_inv(inv);
+        pos = 0; /* the map moved */
+    }
     /* Rejects what waits and destroys every sandbox through the provider. */
     if (hd->sched != NULL) {
         sched_free(hd->sched);
         hd->sched = NULL;
     }
-    /* Running invocations the scheduler forgot: their sandboxes are gone. */
-    uint32_t pos = 0;
-    void *v;
-    while (idmap_next(&hd->invocations, &pos, &v)) {
-        hd_inv_t *inv = v;
-        if (inv->sb != NULL && inv->sb->call != NULL)
-            inv->sb->call = NULL;
-    }
     pos = 0;
     while (idmap_next(&hd->sandboxes, &pos, &v)) {
-        hd_sandbox_t *sb = v;
-        if (sb->call) {
-            proto_free(sb->call);
-            sb->call = NULL;
-        }
-        sandbox_free(sb);
+        sandbox_free(v);
         pos = 0; /* sandbox_free changed the map */
     }
     idmap_free(&hd->sandboxes);
