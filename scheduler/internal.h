@@ -164,6 +164,7 @@ struct sched_sbx {
     sbx_state_t state;          /* creating -> idle <-> busy -> draining -> gone */
     sched_start_t start_kind;   /* cold or prewarm: what its first invocation reports */
     bool used;                  /* has run an invocation: later ones are warm */
+    uint64_t ready_at;          /* ns when it became ready for its function; 0 before */
     bool stale;                 /* started for an old version or a removed function */
     sched_destroy_reason_t why; /* reason given when it is destroyed after draining */
     uint32_t version;           /* of its function */

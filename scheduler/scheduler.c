@@ -362,7 +362,11 @@ static void dispatch(sched_t *s, sched_inv_t *inv, sched_sbx_t *x)
     inv->state = INV_RUNNING;
     inv->sbx = x;
     inv->started = s->now;
-    sched_start_t kind = x->used ? SCHED_START_WARM : x->start_kind;
+    /* Warm unless the invocation waited for this sandbox to start: one
+     * started ahead of demand (min_warm, scale-up) and already ready when
+     * the invocation came in serves it warm. */
+    bool waited = !x->used && (x->ready_at == 0 || x->ready_at >= inv->submitted);
+    sched_start_t kind = waited ? x->start_kind : SCHED_START_WARM;
     x->used = true;
     x->in_flight++;
     fn->in_flight++;
@@ -704,6 +708,7 @@ int sched_sandbox_ready(sched_t *s, uint64_t sandbox_id, uint64_t now, hearth_er
         return 0;
     }
     x->fn->start_failures = 0;
+    x->ready_at = s->now;
     offer(s, x, false);
     return 0;
 }

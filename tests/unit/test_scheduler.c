@@ -17,6 +17,7 @@
 
 typedef struct {
     bool alive, ready, generic, used;
+    uint64_t ready_at; /* F.now when reported ready (or specialised) */
     uint64_t fn;
     uint32_t version, mem, in_flight;
     int destroy_reason;
@@ -188,8 +189,12 @@ static void fake_dispatch(void *ctx, uint64_t inv, void *opaque, uint64_t sbx, s
         VIOLATION("invocation %" PRIu64 " on an old version sandbox", inv);
     if (++x->in_flight > F.fn[x->fn].conc)
         VIOLATION("sandbox %" PRIu64 " runs %u > concurrency", sbx, x->in_flight);
-    if ((kind == SCHED_START_WARM) != x->used)
-        VIOLATION("start kind %d on a sandbox used=%d", kind, x->used);
+    /* Warm: the sandbox ran before, or was ready before the call came in
+     * (started ahead of demand). Otherwise the call waited for its start. */
+    bool warm = x->used || x->ready_at < v->submitted;
+    if ((kind == SCHED_START_WARM) != warm)
+        VIOLATION("start kind %d on a sandbox used=%d ready at %" PRIu64 ", call at %" PRIu64, kind, x->used,
+                  x->ready_at, v->submitted);
     x->used = true;
     v->state = INV_RUNNING;
     v->sbx = sbx;
@@ -304,6 +309,7 @@ static void ready(sched_t *s, uint64_t id)
     hearth_error_t err;
     drop(F.creating, &F.ncreating, id);
     S(id)->ready = true;
+    S(id)->ready_at = F.now;
     if (sched_sandbox_ready(s, id, F.now, &err) < 0)
         VIOLATION("ready %" PRIu64 ": %s", id, err.msg);
 }
