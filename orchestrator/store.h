@@ -5,12 +5,10 @@
  * and against power loss up to the last checkpoint — right for specs and
  * usage counters, which can be redeployed or are approximate anyway.
  *
- * The async journal (issue 6) needs synchronous=FULL and group commit. It
- * is meant to open its own connection to the same file (WAL allows one
- * writer at a time and concurrent readers; busy_timeout covers the short
- * waits) from its writer thread, set `PRAGMA synchronous=FULL` there, and
- * add its tables as a new entry of the migrations list in store.c, so that
- * nothing here changes its durability. store_path() gives it the file. */
+ * The async journal (journal.[ch]) needs synchronous=FULL and group
+ * commit: it lives in its own file, state_dir/journal.db, with its own
+ * connection and migrations, so that nothing here changes its durability
+ * and its fsyncs never wait behind ours. */
 #ifndef HEARTH_STORE_H
 #define HEARTH_STORE_H
 
