@@ -11,13 +11,16 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/queue.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/bufferevent.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 
 #include "orchestrator/daemon.h"
 
@@ -29,6 +32,13 @@ typedef struct api_conn {
     struct evhttp_request *pending; /* the request being answered */
 } api_conn_t;
 
+
+static int64_t now_ms_wall(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* --- replies ----------------------------------------------------------------- */
 
@@ -361,6 +371,26 @@ static void handle_invoke(hearth_t *hd, struct evhttp_request *req, api_conn_t *
     }
     evbuffer_add_buffer(payload, evhttp_request_get_input_buffer(req));
     hearth_error_t err = {0};
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    const char *prefer = evhttp_find_header(in, "Prefer");
+    if (prefer != NULL && strcasestr(prefer, "respond-async") != NULL) {
+        const char *key = evhttp_find_header(in, "Idempotency-Key");
+        const char *cb = evhttp_find_header(in, "X-Callback-Url");
+        if (cb != NULL && strncmp(cb, "http://", 7) != 0) {
+            evbuffer_free(payload);
+            reply_error(req, 400, "bad_request", "X-Callback-Url: only http:// URLs are supported");
+            return;
+        }
+        int rc = async_accept(hd, req, fn, payload, key, cb, &err);
+        evbuffer_free(payload);
+        if (rc < 0) {
+            if (err.code == EINVAL || err.code == EMSGSIZE)
+                reply_error(req, 400, "bad_request", "%s", err.msg);
+            else
+                reply_err(req, &err);
+        }
+        return; /* 202 or 503 after the group commit */
+    }
     if (c != NULL)
         c->pending = req;
     if (hd_invoke(hd, req, fn, payload, &err) < 0) {
@@ -417,6 +447,116 @@ static void handle_status(hearth_t *hd, struct evhttp_request *req, const auth_t
                          sbx_host_cgroup_mode(hd->host));
     }
     reply_json(req, 200, "OK", json_pack("{s:o,s:o}", "host", host, "functions", fns));
+}
+
+static json_t *record_json(const jnl_record_t *r)
+{
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:I}", "id", r->id, "tenant", r->tenant, "function", r->function,
+                          "status", jnl_status_name(r->status), "attempts", r->attempts, "max_attempts",
+                          r->max_attempts, "created", (json_int_t)r->created);
+    json_object_set_new(o, "started", r->started ? json_integer(r->started) : json_null());
+    json_object_set_new(o, "finished", r->finished ? json_integer(r->finished) : json_null());
+    if (r->status == JNL_SUCCEEDED && r->result != NULL) {
+        json_t *res = json_stringn(r->result, r->result_len);
+        if (res != NULL) {
+            json_object_set_new(o, "result", res);
+        } else {
+            /* Not UTF-8: the bytes, base64-encoded (libcrypto's encoder). */
+            size_t n = 4 * ((r->result_len + 2) / 3) + 1;
+            unsigned char *b64 = malloc(n);
+            if (b64 != NULL && r->result_len <= INT32_MAX) {
+                EVP_EncodeBlock(b64, r->result, (int)r->result_len);
+                json_object_set_new(o, "result_base64", json_string((const char *)b64));
+            }
+            free(b64);
+        }
+    }
+    if (r->error != NULL)
+        json_object_set_new(o, "error", json_string(r->error));
+    if (r->callback_url != NULL)
+        json_object_set_new(o, "callback", json_pack("{s:s,s:s}", "url", r->callback_url, "state",
+                                                     jnl_cb_state_name(r->callback_state)));
+    return o;
+}
+
+static int list_one(const jnl_record_t *r, void *arg)
+{
+    json_array_append_new(arg, record_json(r));
+    return 0;
+}
+
+/* /v1/invocations/{id}[/retry] */
+static void handle_invocation(hearth_t *hd, struct evhttp_request *req, const auth_tenant_t *caller, const char *id,
+                              bool retry)
+{
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    const char *tenant = caller->admin ? NULL : caller->name;
+    hearth_error_t err = {0};
+    if (retry) {
+        if (m != EVHTTP_REQ_POST) {
+            reply_error(req, 405, "method_not_allowed", "use POST");
+        } else if (jnl_retry(hd->jnl, id, tenant, now_ms_wall(), &err) < 0) {
+            if (err.code == ENOENT)
+                reply_error(req, 404, "not_found", "no invocation `%s`", id);
+            else if (err.code == EINVAL)
+                reply_error(req, 409, "conflict", "invocation `%s` is not dead: only dead ones are retried", id);
+            else
+                reply_err(req, &err);
+        } else {
+            reply_json(req, 200, "OK", json_pack("{s:s,s:s}", "id", id, "status", "queued"));
+        }
+        return;
+    }
+    if (m != EVHTTP_REQ_GET) {
+        reply_error(req, 405, "method_not_allowed", "use GET");
+        return;
+    }
+    jnl_record_t r;
+    int rc = jnl_get(hd->jnl, id, tenant, &r, &err);
+    if (rc < 0) {
+        reply_err(req, &err);
+    } else if (rc == 0) {
+        reply_error(req, 404, "not_found", "no invocation `%s`", id);
+    } else {
+        reply_json(req, 200, "OK", record_json(&r));
+        jnl_record_clear(&r);
+    }
+}
+
+static void handle_list_invocations(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn)
+{
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *q = evhttp_uri_get_query(uri);
+    struct evkeyvalq params;
+    TAILQ_INIT(&params);
+    int status = -1, limit = 100;
+    if (q != NULL && evhttp_parse_query_str(q, &params) == 0) {
+        const char *st = evhttp_find_header(&params, "status");
+        const char *lim = evhttp_find_header(&params, "limit");
+        if (st != NULL) {
+            for (int i = 0; i < JNL_N_STATUS; i++)
+                if (strcmp(st, jnl_status_name((jnl_status_t)i)) == 0)
+                    status = i;
+            if (status < 0) {
+                evhttp_clear_headers(&params);
+                reply_error(req, 400, "bad_request", "status: one of queued, running, succeeded, dead");
+                return;
+            }
+        }
+        if (lim != NULL && (limit = atoi(lim)) < 1)
+            limit = 1;
+        if (limit > 1000)
+            limit = 1000;
+    }
+    evhttp_clear_headers(&params);
+    json_t *arr = json_array();
+    hearth_error_t err = {0};
+    if (jnl_list(hd->jnl, fn->spec->tenant, fn->spec->name, status, limit, list_one, arr, &err) < 0) {
+        json_decref(arr);
+        reply_err(req, &err);
+        return;
+    }
+    reply_json(req, 200, "OK", json_pack("{s:o}", "invocations", arr));
 }
 
 static void route(struct evhttp_request *req, void *arg)
@@ -507,6 +647,10 @@ static void route(struct evhttp_request *req, void *arg)
         reply_json(req, 200, "OK", json_pack("{s:o}", "tenants", arr));
         return;
     }
+    if (tenant == NULL && strcmp(what, "invocations") == 0 && (rest == 2 || (rest == 3 && strcmp(seg[off + 2], "retry") == 0))) {
+        handle_invocation(hd, req, caller, seg[off + 1], rest == 3);
+        return;
+    }
     if (tenant == NULL && rest == 1 && strcmp(what, "status") == 0 && m == EVHTTP_REQ_GET) {
         handle_status(hd, req, caller);
         return;
@@ -551,8 +695,12 @@ static void route(struct evhttp_request *req, void *arg)
         reply_error(req, 404, "not_found", "no route for %s", path);
         return;
     }
+    if (m == EVHTTP_REQ_GET) {
+        handle_list_invocations(hd, req, fn);
+        return;
+    }
     if (m != EVHTTP_REQ_POST) {
-        reply_error(req, 405, "method_not_allowed", "use POST");
+        reply_error(req, 405, "method_not_allowed", "use POST, or GET for the async ones");
         return;
     }
     handle_invoke(hd, req, c, fn);

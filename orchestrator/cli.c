@@ -235,11 +235,6 @@ static int cmd_run(int argc, char **argv)
 
     int rc = 125;
     sbx_t *sb = NULL;
-    if (sbx_create(host, &spec, &sb, &err) < 0) {
-        fprintf(stderr, "hearth run: %s\n", err.msg);
-        goto out;
-    }
-    run_init_pid = sbx_init_pid(sb);
     sbx_exec_t ex = {
         .argv = (const char *const *)&argv[optind],
         .envp = envv,
@@ -248,9 +243,19 @@ static int cmd_run(int argc, char **argv)
         .stdout_fd = 1,
         .stderr_fd = 2,
     };
-    if (sbx_exec(sb, &ex, NULL, &err) < 0) {
+    /* Create and start in one go: the request reaches init while the
+     * sandbox is still being set up. */
+    int started = sbx_create_exec(host, &spec, &ex, &sb, NULL, &err);
+    if (sb != NULL) {
+        run_init_pid = sbx_init_pid(sb);
+        /* A signal that came while we were not yet able to kill. */
+        if (run_signal)
+            kill(sbx_init_pid(sb), SIGKILL);
+    }
+    if (started < 0) {
         fprintf(stderr, "hearth run: %s\n", err.msg);
-        rc = err.code == ENOENT ? 127 : 126;
+        if (sb != NULL)
+            rc = err.code == ENOENT ? 127 : 126;
         goto out;
     }
     sbx_end_t end;

@@ -296,7 +296,9 @@ static void prov_reject(void *ctx, uint64_t inv_id, void *opaque, sched_reject_r
     const cfg_function_t *fn = inv->fn->spec;
     metrics_add(metrics_series(hd->met.rejected, (const char *[]){fn->tenant, fn->name, sched_reject_name(reason)}),
                 1);
-    if (inv->req != NULL)
+    if (inv->async)
+        async_finished(hd, inv, sched_reject_name(reason));
+    else if (inv->req != NULL)
         api_respond_rejected(inv, reason, retry_after_ms);
     free_inv(inv);
 }
@@ -453,7 +455,9 @@ static void finish_inv(hearth_t *hd, hd_inv_t *inv)
     metrics_add(metrics_series(hd->met.tenant_cpu, (const char *[]){fn->tenant}), (double)inv->cpu_ns / 1e9);
     metrics_add(metrics_series(hd->met.fn_cpu, (const char *[]){fn->tenant, fn->name}), (double)inv->cpu_ns / 1e9);
 
-    if (inv->req != NULL)
+    if (inv->async)
+        async_finished(hd, inv, NULL);
+    else if (inv->req != NULL)
         api_respond_invocation(inv);
     idmap_del(&hd->invocations, inv->sched_id);
     if (!inv->done && sched_invocation_done(hd->sched, inv->sched_id, inv->cpu_ns, done_kind(inv->outcome), now,
@@ -504,7 +508,7 @@ static void on_deferred(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void random_id(char out[33])
+void hd_random_id(char out[33])
 {
     uint8_t b[16];
     /* getrandom with 16 bytes never returns short once the pool is ready. */
@@ -520,6 +524,12 @@ static void random_id(char out[33])
 int hd_invoke(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
               hearth_error_t *err)
 {
+    return hd_submit(hd, req, fn, payload, NULL, SCHED_SYNC, err);
+}
+
+int hd_submit(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
+              const char *id, sched_prio_t prio, hearth_error_t *err)
+{
     hd_inv_t *inv = calloc(1, sizeof(*inv));
     if (inv == NULL)
         return hearth_error_set(err, ENOMEM, "invocation");
@@ -530,13 +540,17 @@ int hd_invoke(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn
     inv->output = evbuffer_new();
     inv->accepted_ns = now_ns();
     inv->sched_id = ++hd->next_inv;
-    random_id(inv->id);
+    inv->async = prio == SCHED_ASYNC;
+    if (id != NULL)
+        snprintf(inv->id, sizeof(inv->id), "%s", id);
+    else
+        hd_random_id(inv->id);
     if (inv->output == NULL || idmap_put(&hd->invocations, inv->sched_id, inv) < 0) {
         inv->payload = NULL;
         free_inv(inv);
         return hearth_error_set(err, ENOMEM, "invocation");
     }
-    if (sched_submit(hd->sched, inv->sched_id, fn->id, SCHED_SYNC, inv, inv->accepted_ns, err) < 0) {
+    if (sched_submit(hd->sched, inv->sched_id, fn->id, prio, inv, inv->accepted_ns, err) < 0) {
         idmap_del(&hd->invocations, inv->sched_id);
         inv->payload = NULL; /* the caller keeps it */
         free_inv(inv);
@@ -659,6 +673,8 @@ void hd_metrics_refresh(hearth_t *hd)
     metrics_set(metrics_series(hd->met.host_sbx, (const char *[]){"prewarm_ready"}), hs.generic_ready);
     metrics_set(metrics_series(hd->met.connections, (const char *[]){NULL}), hd->connections);
     metrics_set(metrics_series(hd->met.uptime, (const char *[]){NULL}), (double)(now_ns() - hd->started_ns) / 1e9);
+    if (hd->jnl != NULL)
+        async_metrics(hd);
 }
 
 static int register_metrics(hearth_t *hd, hearth_error_t *err)
@@ -704,6 +720,16 @@ static int register_metrics(hearth_t *hd, hearth_error_t *err)
     REG(host_sbx, METRICS_GAUGE, "hearth_host_sandboxes", "Live sandboxes on this host.",
         ((const char *[]){"kind", NULL}), NULL, 0);
     REG(sandbox_fail, METRICS_COUNTER, "hearth_sandbox_start_failures_total", "Sandboxes that failed to start.",
+        ((const char *[]){NULL}), NULL, 0);
+    REG(async_depth, METRICS_GAUGE, "hearth_async_queue_depth", "Async invocations accepted and not finished.",
+        ((const char *[]){"state", NULL}), NULL, 0);
+    REG(async_age, METRICS_GAUGE, "hearth_async_oldest_age_seconds",
+        "How long the oldest due async invocation has waited.", ((const char *[]){NULL}), NULL, 0);
+    REG(async_retries, METRICS_COUNTER, "hearth_async_retries_total", "Failed async attempts queued again.",
+        ((const char *[]){NULL}), NULL, 0);
+    REG(async_dead, METRICS_COUNTER, "hearth_async_dead_letters_total", "Async invocations out of attempts.",
+        ((const char *[]){NULL}), NULL, 0);
+    REG(async_accepted, METRICS_COUNTER, "hearth_async_accepted_total", "Async invocations stored durably.",
         ((const char *[]){NULL}), NULL, 0);
 #undef REG
     metrics_set(metrics_series(m->build, (const char *[]){HEARTH_VERSION, sbx_host_cgroup_mode(hd->host)}), 1);
@@ -775,7 +801,10 @@ void hd_shutdown(hearth_t *hd)
         proto_cancel(inv->sb->call);
         proto_free(inv->sb->call);
         inv->sb->call = NULL;
-        api_respond_rejected(inv, SCHED_REJECT_SHUTDOWN, 0);
+        /* An async one stays `running` in the journal: the next start
+         * requeues it, its attempt counted. */
+        if (!inv->async)
+            api_respond_rejected(inv, SCHED_REJECT_SHUTDOWN, 0);
         idmap_del(&hd->invocations, inv->sched_id);
         free_inv(inv);
         pos = 0; /* the map moved */

@@ -16,6 +16,7 @@
 #include "common/version.h"
 #include "orchestrator/auth.h"
 #include "orchestrator/config.h"
+#include "orchestrator/journal.h"
 #include "orchestrator/metrics.h"
 #include "orchestrator/registry.h"
 #include "orchestrator/store.h"
@@ -51,6 +52,11 @@ typedef struct hd_metrics {
     metrics_family_t *build;        /* hearth_build_info{version,cgroup} */
     metrics_family_t *host_sbx;     /* hearth_host_sandboxes{kind} */
     metrics_family_t *sandbox_fail; /* hearth_sandbox_start_failures_total */
+    metrics_family_t *async_depth;  /* hearth_async_queue_depth{state} */
+    metrics_family_t *async_age;    /* hearth_async_oldest_age_seconds */
+    metrics_family_t *async_retries; /* hearth_async_retries_total */
+    metrics_family_t *async_dead;   /* hearth_async_dead_letters_total */
+    metrics_family_t *async_accepted; /* hearth_async_accepted_total */
 } hd_metrics_t;
 
 typedef struct hearth {
@@ -59,6 +65,7 @@ typedef struct hearth {
     cfg_daemon_t *cfg;
     auth_t *auth;            /* swapped on SIGHUP; requests hold their own ref */
     store_t *store;
+    jnl_t *jnl;              /* async invocations, durable */
     registry_t *reg;
     sched_t *sched;
     sbx_host_t *host;
@@ -72,6 +79,11 @@ typedef struct hearth {
     struct event *ev_sigterm, *ev_sigint, *ev_sighup;
     struct event *ev_drain;  /* drain deadline */
     struct event *ev_sweep;  /* api.c: connections let go, slow first requests */
+    struct event *ev_flush;  /* async.c: group commit of accepts, once per loop iteration */
+    struct event *ev_async;  /* async.c: claim due invocations, deliver callbacks, prune */
+    uint32_t async_in_flight; /* async invocations submitted to the scheduler */
+    int64_t async_seen_retries, async_seen_dead, async_seen_accepted; /* for the counters */
+    uint64_t last_prune_ns;
     idmap_t sandboxes;       /* sandbox id → hd_sandbox_t */
     idmap_t tickets;         /* spawner ticket → hd_sandbox_t */
     idmap_t invocations;     /* scheduler invocation id → hd_inv_t */
@@ -128,6 +140,7 @@ struct hd_inv {
     char id[33];               /* X-Hearth-Invocation-Id: 128 random bits, hex */
     struct evhttp_request *req; /* answered exactly once (evhttp frees it then) */
     bool client_gone;          /* the connection closed before the answer */
+    bool async;                /* from the journal: the result goes there, not to a client */
     reg_function_t *fn;        /* the version it was submitted for */
     struct evbuffer *payload;
     uint64_t accepted_ns;
@@ -155,6 +168,11 @@ int hd_sched_tenants(hearth_t *hd, hearth_error_t *err);
 /* Accept an invocation of fn for the request; the response comes later. */
 int hd_invoke(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
               hearth_error_t *err);
+/* The same for either priority; id NULL: a fresh one (async ones keep the journal's). */
+int hd_submit(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
+              const char *id, sched_prio_t prio, hearth_error_t *err);
+/* 128 random bits as 32 hex digits: invocation ids unique across hosts. */
+void hd_random_id(char out[33]);
 uint64_t hd_tenant_id(hearth_t *hd, const char *tenant);
 /* Refresh gauges (queue depth, sandboxes by state, scaler) before /metrics. */
 void hd_metrics_refresh(hearth_t *hd);
@@ -170,6 +188,16 @@ void proto_cancel(proto_call_t *c);
 void proto_free(proto_call_t *c);
 uint64_t proto_cpu_before(const proto_call_t *c); /* cgroup CPU when the process started */
 void hd_call_done(hd_sandbox_t *sb, hd_inv_t *inv);
+
+/* async.c: invocations accepted with `Prefer: respond-async` */
+int async_start(hearth_t *hd, hearth_error_t *err); /* after hd_init; the journal is open */
+void async_stop(hearth_t *hd);
+/* Stage an accept; the 202 (or 503) goes out after the group commit. */
+int async_accept(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
+                 const char *idempotency_key, const char *callback_url, hearth_error_t *err);
+/* A claimed invocation ended (or was turned away): record it. */
+void async_finished(hearth_t *hd, hd_inv_t *inv, const char *rejected);
+void async_metrics(hearth_t *hd);
 
 /* api.c */
 int api_start(hearth_t *hd, hearth_error_t *err);

@@ -1,5 +1,6 @@
 /* hearthd: flags, config, start-up, signals, shut-down. */
 #include <errno.h>
+#include <inttypes.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -188,12 +189,17 @@ int main(int argc, char **argv)
         hearth_log(HEARTH_LOG_ERROR, "event_base_new failed");
         goto out;
     }
-    if (store_open(hd.cfg->state_dir, &hd.store, &err) < 0 || auth_new(hd.cfg, &hd.auth, &err) < 0 ||
+    jnl_open_stats_t js = {0};
+    if (store_open(hd.cfg->state_dir, &hd.store, &err) < 0 || jnl_open(hd.cfg->state_dir, &hd.jnl, &js, &err) < 0 ||
+        auth_new(hd.cfg, &hd.auth, &err) < 0 ||
         reg_open(hd.store, hd.cfg->functions_dir[0] ? hd.cfg->functions_dir : NULL, &hd.reg, &st, &err) < 0 ||
-        hd_init(&hd, &err) < 0 || api_start(&hd, &err) < 0) {
+        hd_init(&hd, &err) < 0 || async_start(&hd, &err) < 0 || api_start(&hd, &err) < 0) {
         hearth_log(HEARTH_LOG_ERROR, "start-up: %s", err.msg);
         goto out;
     }
+    if (js.requeued > 0 || js.dead > 0)
+        hearth_log(HEARTH_LOG_WARN, "async: %" PRId64 " invocations left running by a previous hearthd queued again, %" PRId64
+                   " on their last attempt dead-lettered", js.requeued, js.dead);
     if (st.invalid > 0)
         hearth_log(HEARTH_LOG_WARN, "%zu stored functions no longer validate and were skipped; first: %s", st.invalid,
                    st.first_invalid);
@@ -216,6 +222,9 @@ int main(int argc, char **argv)
 out:
     if (hd.sched != NULL)
         hd_shutdown(&hd);
+    async_stop(&hd);
+    /* Commits what was still staged: never lose an accept. */
+    jnl_close(hd.jnl);
     api_free(&hd);
     if (hd.ev_sigterm)
         event_free(hd.ev_sigterm);
