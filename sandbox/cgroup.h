@@ -30,6 +30,8 @@ typedef struct sbx_cgroup_stats {
 
 struct sbx_cgroup_ops {
     const char *name; /* "v1" or "v2" */
+    bool clone_into;  /* processes are cloned straight into the cgroup (v2), which must then exist
+                         before the clone; else they join it themselves, after (v1) */
     /* Create our root (and, on v2, enable the controllers for it) and
      * remove every cgroup a killed predecessor left under it. */
     int (*open_root)(sbx_cgroups_t *cgs, hearth_error_t *err);

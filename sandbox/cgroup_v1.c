@@ -52,6 +52,10 @@ static int mkdir_p(char *path, hearth_error_t *err)
 static int v1_open_root(sbx_cgroups_t *cgs, hearth_error_t *err)
 {
     for (int i = 0; i < cgs->n_hier; i++) {
+        /* Usually there already: one open instead of a mkdir per level. */
+        cgs->hier_dirfd[i] = open(cgs->hier_path[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (cgs->hier_dirfd[i] >= 0)
+            continue;
         char path[256];
         snprintf(path, sizeof(path), "%s", cgs->hier_path[i]);
         if (mkdir_p(path, err) < 0)
@@ -256,6 +260,7 @@ static void v1_close_root(sbx_cgroups_t *cgs, bool remove)
 
 const struct sbx_cgroup_ops sbx_cgroup_v1_ops = {
     .name = "v1",
+    .clone_into = false,
     .open_root = v1_open_root,
     .create = v1_create,
     .set_limits = v1_set_limits,

@@ -193,6 +193,7 @@ static void v2_close_root(sbx_cgroups_t *cgs, bool remove)
 
 const struct sbx_cgroup_ops sbx_cgroup_v2_ops = {
     .name = "v2",
+    .clone_into = true,
     .open_root = v2_open_root,
     .create = v2_create,
     .set_limits = v2_set_limits,

@@ -60,10 +60,18 @@ static void send_started(init_state_t *st, pid_t pid, int err, const char *what)
     (void)!send(st->ctl, &m, sizeof(m), MSG_NOSIGNAL);
 }
 
-/* In the forked child: become the requested process. Reports a failure as
- * "step\0errno" on errpipe (close-on-exec, so success says nothing). */
-__attribute__((noreturn)) static void exec_child(init_state_t *st, int errpipe, const int stdio[3], char **argv,
-                                                 char **envp, const char *cwd)
+/* Where a vforked child leaves the reason it could not exec. */
+typedef struct exec_failure {
+    const char *step; /* NULL: the child exec'd (or was killed before it could) */
+    int err;
+} exec_failure_t;
+
+/* In the vforked child: become the requested process. It shares our
+ * memory until execve, and we are suspended until then: it only makes
+ * system calls that touch itself (its own fd table, session, cwd and
+ * filter), and reports a failure in *fail before _exit. */
+__attribute__((noreturn)) static void exec_child(init_state_t *st, volatile exec_failure_t *fail, const int stdio[3],
+                                                 char **argv, char **envp, const char *cwd)
 {
     const char *step = "setsid";
     sigset_t none;
@@ -80,8 +88,7 @@ __attribute__((noreturn)) static void exec_child(init_state_t *st, int errpipe, 
     step = "chdir";
     if (chdir(cwd) < 0)
         goto fail;
-    /* Every other fd closes at exec (CVE-2024-21626); errpipe stays usable
-     * until then. */
+    /* Every other fd closes at exec (CVE-2024-21626). */
     step = "close_range";
     if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         goto fail;
@@ -89,15 +96,25 @@ __attribute__((noreturn)) static void exec_child(init_state_t *st, int errpipe, 
     if (sbx_seccomp_install(st->seccomp) < 0)
         goto fail;
     step = "exec";
-    /* execvpe searches the PATH of environ, not of envp: make them one. */
+    /* execvpe searches the PATH of environ, not of envp: make them one
+     * (our caller restores its own once we are gone). */
     environ = envp;
     execvpe(argv[0], argv, envp);
-fail:;
-    int e = errno;
-    char msg[80];
-    int n = snprintf(msg, sizeof(msg), "%s%c%d", step, '\0', e);
-    (void)!write(errpipe, msg, (size_t)n + 1);
+fail:
+    fail->err = errno;
+    fail->step = step;
     _exit(127);
+}
+
+/* vfork in a function of its own: only its arguments live across the
+ * second return. */
+static pid_t start_child(init_state_t *st, volatile exec_failure_t *fail, const int stdio[3], char **argv,
+                         char **envp, const char *cwd)
+{
+    pid_t pid = vfork();
+    if (pid == 0)
+        exec_child(st, fail, stdio, argv, envp, cwd);
+    return pid;
 }
 
 /* Split n NUL-terminated strings starting at *p (bounded by end). */
@@ -155,31 +172,19 @@ static void handle_exec(init_state_t *st, size_t len, const int *fds, int n_fds)
         send_started(st, 0, EAGAIN, "too many processes started");
         goto close_null;
     }
-    int errpipe[2];
-    if (pipe2(errpipe, O_CLOEXEC) < 0) {
-        send_started(st, 0, errno, "pipe");
-        goto close_null;
-    }
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(errpipe[0]);
-        exec_child(st, errpipe[1], stdio, argv, envp, cwd[0]);
-    }
+    /* vfork: no copy of our page tables, and we resume exactly when the
+     * child has exec'd or failed, which makes a pipe to learn which
+     * unnecessary. */
+    volatile exec_failure_t fail = {NULL, 0};
+    char **saved_environ = environ;
+    pid_t pid = start_child(st, &fail, stdio, argv, envp, cwd[0]);
     int fork_errno = errno;
-    close(errpipe[1]);
+    environ = saved_environ;
     if (pid < 0) {
-        close(errpipe[0]);
         send_started(st, 0, fork_errno, "fork");
-        goto close_null;
-    }
-    char msg[80] = {0};
-    ssize_t n = read_all(errpipe[0], msg, sizeof(msg) - 1);
-    close(errpipe[0]);
-    if (n > 0) {
-        /* exec failed: the child is exiting; it is reaped, not reported. */
-        size_t sl = strlen(msg);
-        int e = (size_t)n > sl + 1 ? atoi(msg + sl + 1) : EIO;
-        send_started(st, 0, e, msg);
+    } else if (fail.step != NULL) {
+        /* exec failed: the child has exited; it is reaped, not reported. */
+        send_started(st, 0, fail.err, fail.step);
     } else {
         st->tracked[st->n_tracked++] = pid;
         send_started(st, pid, 0, "");

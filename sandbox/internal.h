@@ -43,6 +43,8 @@ typedef struct sbx_spawn_req {
     int cg_fds[SBX_CG_MAX_HIER]; /* v1: cgroup dirs to attach to; v2: cg_fds[0] for clone3 */
     int n_cg_fds;
     bool into_cgroup;          /* v2: clone3(CLONE_INTO_CGROUP) with cg_fds[0] */
+    bool cg_later;             /* v1: the cgroups are made while the child builds its root; their
+                                  n_cg_fds fds come with sbx_spawn_release (cg_fds unused) */
 } sbx_spawn_req_t;
 
 typedef struct sbx_spawn_res {
@@ -56,13 +58,24 @@ typedef struct sbx_spawn_res {
  * the sandboxes' parent role (the spawner, or `hearth run` itself).
  * A creation in progress is a small state machine driven by the child's
  * messages, so that the spawner can have many under way at once. */
+typedef struct sbx_netns_job sbx_netns_job_t;
 typedef struct sbx_spawning {
     pid_t pid;  /* host pid of the child */
     int pidfd;
     int sock;   /* our end of the handshake (later: control) socket */
     uid_t uid;  /* host uid/gid to map root to */
+    sbx_netns_job_t *net; /* the thread making the child's network namespace, until released */
+    int n_cg;   /* cgroup fds the child expects with the release (v1) */
+    bool mapped; /* uid/gid maps written and 'G' sent: init reads its control socket next */
 } sbx_spawning_t;
+/* Clone the child (it starts building its root at once) and, beside it,
+ * make its network namespace on a thread of ours. Unless req->cg_later,
+ * release it too (below). */
 int sbx_spawn_begin(const sbx_spawn_req_t *req, sbx_spawning_t *sp, hearth_error_t *err);
+/* Hand the child its network namespace and (v1) its cgroups, which it
+ * joins before it gives up host root: cg_later's second half. Aborts the
+ * spawn on failure. */
+int sbx_spawn_release(sbx_spawning_t *sp, const int *cg_fds, int n_cg_fds, hearth_error_t *err);
 /* Handle one message from the child (blocks if sp->sock is blocking).
  * 0: still in progress; 1: ready, res filled; -1: failed, child gone. */
 int sbx_spawn_advance(sbx_spawning_t *sp, sbx_spawn_res_t *res, hearth_error_t *err);

@@ -1,6 +1,8 @@
-/* Creating a sandbox: clone its init into fresh pid, mount, network, uts
- * and ipc namespaces; build its root; then give it a user namespace and a
- * cgroup namespace and drop every privilege.
+/* Creating a sandbox: clone its init into fresh pid, mount, uts and ipc
+ * namespaces and build its root, while a thread of the parent makes its
+ * network namespace (and the parent, on cgroup v1, its cgroups); enter
+ * those; then give it a user namespace and a cgroup namespace and drop
+ * every privilege.
  *
  * Why the user namespace comes last: mounts copied into a mount namespace
  * owned by a new user namespace are "locked", and the kernel then refuses
@@ -19,6 +21,7 @@
 #include <linux/openat2.h>
 #include <linux/sched.h>
 #include <net/if.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -244,6 +247,37 @@ static int wait_byte(int sync, char want, hearth_error_t *err)
     return 0;
 }
 
+/* The parent's 'N': the network namespace it made for us, then (v1) the
+ * cgroups to join. Joined first, so that everything from here on, the
+ * sandbox's own processes above all, is limited and accounted there. */
+static int enter_net_and_cgroups(const sbx_spawn_req_t *req, int sync, hearth_error_t *err)
+{
+    int fds[1 + SBX_CG_MAX_HIER], n_fds;
+    char c = 0;
+    ssize_t n = sbx_recv_msg(sync, &c, 1, fds, 1 + SBX_CG_MAX_HIER, &n_fds);
+    int want = 1 + (req->into_cgroup ? 0 : req->n_cg_fds);
+    int rc = 0;
+    if (n != 1 || c != 'N')
+        rc = hearth_error_set(err, n < 0 ? errno : 0, "parent went away during set-up");
+    else if (n_fds != want || (!req->into_cgroup && req->n_cg_fds < 1))
+        rc = hearth_error_set(err, 0, "expected %d namespace and cgroup fds, got %d", want, n_fds);
+    /* v1: writing "0" (the calling thread) to `tasks` lets the kernel skip
+     * the global threadgroup rwsem that a write of a pid to cgroup.procs
+     * takes, whose RCU grace period costs milliseconds here (FIELD-NOTES:
+     * up to 17 ms). We are single-threaded, so the thread is the whole
+     * process. */
+    for (int i = 1; rc == 0 && i < n_fds; i++)
+        if (write_file_at(fds[i], "tasks", "0") < 0)
+            rc = hearth_error_sys(err, "join cgroup");
+    /* Still host root in the initial user namespace, which owns the new
+     * network namespace as it would have owned one made by clone3. */
+    if (rc == 0 && setns(fds[0], CLONE_NEWNET) < 0)
+        rc = hearth_error_sys(err, "enter the network namespace");
+    for (int i = 0; i < n_fds; i++)
+        close(fds[i]);
+    return rc;
+}
+
 __attribute__((noreturn)) static void child_main(const sbx_spawn_req_t *req, int sync)
 {
     hearth_error_t err = {0};
@@ -262,24 +296,16 @@ __attribute__((noreturn)) static void child_main(const sbx_spawn_req_t *req, int
         hearth_error_sys(&err, "PR_SET_PDEATHSIG");
         child_fail(sync, &err);
     }
-    /* v1: join our cgroups ourselves, before anything else. Writing "0"
-     * (the calling thread) to `tasks` lets the kernel skip the global
-     * threadgroup rwsem that a write of a pid to cgroup.procs takes, whose
-     * RCU grace period costs milliseconds here (FIELD-NOTES: up to 17 ms).
-     * We are single-threaded, so the thread is the whole process. */
-    for (int i = 0; !req->into_cgroup && i < req->n_cg_fds; i++) {
-        if (write_file_at(req->cg_fds[i], "tasks", "0") < 0) {
-            hearth_error_sys(&err, "join cgroup");
-            child_fail(sync, &err);
-        }
-    }
+    /* The root is built while the parent makes our network namespace and
+     * (v1) our cgroups: nothing of the tenant's runs before both are ours
+     * (enter_net_and_cgroups), and nothing here depends on them. */
     if (setup_root(spec, &err) < 0)
         child_fail(sync, &err);
     if (sethostname(spec->hostname, strlen(spec->hostname)) < 0) {
         hearth_error_sys(&err, "sethostname");
         child_fail(sync, &err);
     }
-    if (loopback_up(&err) < 0)
+    if (enter_net_and_cgroups(req, sync, &err) < 0)
         child_fail(sync, &err);
 
     if (unshare(CLONE_NEWUSER) < 0) {
@@ -290,7 +316,7 @@ __attribute__((noreturn)) static void child_main(const sbx_spawn_req_t *req, int
         hearth_error_sys(&err, "uid map handshake");
         child_fail(sync, &err);
     }
-    /* The parent has written our uid/gid maps and put us in our cgroup:
+    /* The parent has written our uid/gid maps, and we are in our cgroup:
      * the cgroup namespace's root is that cgroup from now on. */
     if (unshare(CLONE_NEWCGROUP) < 0) {
         hearth_error_sys(&err, "unshare cgroup namespace");
@@ -328,6 +354,54 @@ static int write_map(pid_t pid, const char *file, uid_t id, hearth_error_t *err)
     return 0;
 }
 
+/* --- the network namespace, made beside the child -------------------------
+ * A new network namespace is the one expensive namespace (FIELD-NOTES:
+ * +300-450 us, more here), and clone3 would make it in the caller before
+ * the child exists. A thread of ours makes it instead, with lo up, while
+ * the child builds its root on another CPU; the child enters it with setns
+ * while still host root. The thread is started only after the clone: a
+ * child cloned from a multi-threaded process could inherit a lock (malloc's)
+ * held by the other thread. */
+
+struct sbx_netns_job {
+    pthread_t thread;
+    int fd;             /* the namespace, or -1 */
+    hearth_error_t err; /* when fd is -1 */
+};
+
+static void *make_netns(void *arg)
+{
+    sbx_netns_job_t *job = arg;
+    /* Only this thread moves; it ends right after, and the fd keeps the
+     * namespace alive. */
+    if (unshare(CLONE_NEWNET) < 0) {
+        hearth_error_sys(&job->err, "unshare network namespace");
+        return NULL;
+    }
+    int fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        hearth_error_sys(&job->err, "open the new network namespace");
+        return NULL;
+    }
+    if (loopback_up(&job->err) < 0) {
+        close(fd);
+        return NULL;
+    }
+    job->fd = fd;
+    return NULL;
+}
+
+/* Join the thread; returns the namespace fd or -1 with err filled. */
+static int netns_finish(sbx_netns_job_t *job, hearth_error_t *err)
+{
+    pthread_join(job->thread, NULL);
+    int fd = job->fd;
+    if (fd < 0)
+        *err = job->err;
+    free(job);
+    return fd;
+}
+
 int sbx_spawn_begin(const sbx_spawn_req_t *req, sbx_spawning_t *sp, hearth_error_t *err)
 {
     int sv[2];
@@ -336,7 +410,7 @@ int sbx_spawn_begin(const sbx_spawn_req_t *req, sbx_spawning_t *sp, hearth_error
 
     int pidfd = -1;
     struct clone_args args = {
-        .flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD,
+        .flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD,
         .pidfd = (uint64_t)(uintptr_t)&pidfd,
         .exit_signal = SIGCHLD,
     };
@@ -362,11 +436,77 @@ int sbx_spawn_begin(const sbx_spawn_req_t *req, sbx_spawning_t *sp, hearth_error
     sp->pidfd = pidfd;
     sp->sock = sv[0];
     sp->uid = req->uid;
+    sp->n_cg = req->into_cgroup ? 0 : req->n_cg_fds;
+    sp->mapped = false;
+    sp->net = calloc(1, sizeof(*sp->net));
+    if (sp->net == NULL) {
+        hearth_error_set(err, ENOMEM, "network namespace");
+        sbx_spawn_abort(sp);
+        return -1;
+    }
+    sp->net->fd = -1;
+    /* A small stack: the thread makes four system calls. */
+    pthread_attr_t attr;
+    int rc = pthread_attr_init(&attr);
+    if (rc == 0) {
+        pthread_attr_setstacksize(&attr, 64 * 1024);
+        rc = pthread_create(&sp->net->thread, &attr, make_netns, sp->net);
+        pthread_attr_destroy(&attr);
+    }
+    if (rc != 0) {
+        free(sp->net);
+        sp->net = NULL;
+        hearth_error_set(err, rc, "start the network namespace thread");
+        sbx_spawn_abort(sp);
+        return -1;
+    }
+    if (!req->cg_later)
+        return sbx_spawn_release(sp, req->cg_fds, req->into_cgroup ? 0 : req->n_cg_fds, err);
+    return 0;
+}
+
+int sbx_spawn_release(sbx_spawning_t *sp, const int *cg_fds, int n_cg_fds, hearth_error_t *err)
+{
+    if (n_cg_fds != sp->n_cg || n_cg_fds > SBX_CG_MAX_HIER) {
+        hearth_error_set(err, EINVAL, "sandbox set-up: %d cgroup fds for %d hierarchies", n_cg_fds, sp->n_cg);
+        sbx_spawn_abort(sp);
+        return -1;
+    }
+    int netfd = netns_finish(sp->net, err);
+    sp->net = NULL;
+    if (netfd < 0) {
+        sbx_spawn_abort(sp);
+        return -1;
+    }
+    int fds[1 + SBX_CG_MAX_HIER] = {netfd};
+    for (int i = 0; i < n_cg_fds; i++)
+        fds[1 + i] = cg_fds[i];
+    ssize_t n = sbx_send_msg(sp->sock, "N", 1, fds, 1 + n_cg_fds);
+    close(netfd);
+    if (n != 1) {
+        hearth_error_sys(err, "hand the namespaces to sandbox init");
+        /* Most likely the child failed first: its reason is better. */
+        char msg[sizeof(err->msg) + 1];
+        ssize_t m = recv(sp->sock, msg, sizeof(msg) - 1, MSG_DONTWAIT);
+        if (m > 1 && msg[0] == 'E') {
+            msg[m] = '\0';
+            hearth_error_set(err, 0, "%s", msg + 1);
+        }
+        sbx_spawn_abort(sp);
+        return -1;
+    }
     return 0;
 }
 
 void sbx_spawn_abort(sbx_spawning_t *sp)
 {
+    if (sp->net != NULL) {
+        hearth_error_t ignore;
+        int fd = netns_finish(sp->net, &ignore);
+        if (fd >= 0)
+            close(fd);
+        sp->net = NULL;
+    }
     if (sp->pidfd >= 0) {
         syscall(SYS_pidfd_send_signal, sp->pidfd, SIGKILL, NULL, 0);
         close(sp->pidfd);
@@ -395,9 +535,10 @@ int sbx_spawn_advance(sbx_spawning_t *sp, sbx_spawn_res_t *res, hearth_error_t *
             hearth_error_sys(err, "release sandbox init");
             goto fail;
         }
+        sp->mapped = true;
         return 0;
     }
-    if (n == 1 && msg[0] == 'K') {
+    if (n == 1 && msg[0] == 'K' && sp->mapped) {
         res->pid = sp->pid;
         res->pidfd = sp->pidfd;
         res->ctl = sp->sock;

@@ -50,7 +50,8 @@ struct sbx {
     uint32_t uid_slot;
     bool dead;                  /* init gone or killed */
     pid_t last_pid;             /* process started last by sbx_exec */
-    sbx_usage_t base;           /* counters when last_pid started */
+    bool ran;                   /* a process was started: the counters may have moved */
+    sbx_usage_t base;           /* counters when last_pid started (all 0 in a fresh sandbox) */
     sbx_event_t events[MAX_EVENTS]; /* read from init, not yet taken */
     int n_events;
     bool died_reported;         /* the DIED event was queued */
@@ -234,8 +235,8 @@ static int take_uid(sbx_host_t *h, uint32_t *slot)
 
 static void limits_of(const sbx_spec_t *spec, sbx_cgroup_limits_t *lim);
 
-/* Validate the spec, fill in defaults, create the cgroup and take a uid:
- * everything up to the clone. */
+/* Validate the spec, fill in defaults, name the cgroup and take a uid:
+ * everything up to the clone but the cgroup itself (make_cgroup). */
 static int prepare(sbx_host_t *h, const sbx_spec_t *in, sbx_t **out, sbx_spec_t *spec,
                    const sbx_seccomp_t **sc, hearth_error_t *err)
 {
@@ -283,14 +284,18 @@ static int prepare(sbx_host_t *h, const sbx_spec_t *in, sbx_t **out, sbx_spec_t 
         free(sb);
         return hearth_error_set(err, EAGAIN, "no free uid in the sandbox uid range");
     }
+    *out = sb;
+    return 0;
+}
+
+/* Create the sandbox's cgroup with its limits (rolled back by discard). */
+static int make_cgroup(sbx_t *sb, const sbx_spec_t *spec, hearth_error_t *err)
+{
+    sbx_host_t *h = sb->host;
     sbx_cgroup_limits_t lim;
     limits_of(spec, &lim);
-    if (h->cgs.ops->create(&h->cgs, &sb->cg, err) < 0 || h->cgs.ops->set_limits(&sb->cg, &lim, err) < 0) {
-        hearth_error_wrap(err, "cgroup %s", sb->cg.name);
-        discard(sb);
-        return -1;
-    }
-    *out = sb;
+    if (h->cgs.ops->create(&h->cgs, &sb->cg, err) < 0 || h->cgs.ops->set_limits(&sb->cg, &lim, err) < 0)
+        return hearth_error_wrap(err, "cgroup %s", sb->cg.name);
     return 0;
 }
 
@@ -304,10 +309,17 @@ static void discard(sbx_t *sb)
     free(sb);
 }
 
-static void fill_req(sbx_t *sb, const sbx_spec_t *spec, const sbx_seccomp_t *sc, sbx_spawn_req_t *req)
+/* cg_later: the cgroup is made after the clone (v1; see create_local). */
+static void fill_req(sbx_t *sb, const sbx_spec_t *spec, const sbx_seccomp_t *sc, bool cg_later,
+                     sbx_spawn_req_t *req)
 {
     sbx_host_t *h = sb->host;
     *req = (sbx_spawn_req_t){.spec = spec, .uid = h->uid_base + sb->uid_slot, .seccomp = sc};
+    if (cg_later) {
+        req->cg_later = true;
+        req->n_cg_fds = h->cgs.n_hier;
+        return;
+    }
     int cfd = h->cgs.ops->clone_fd(&sb->cg);
     if (cfd >= 0) {
         req->into_cgroup = true;
@@ -338,6 +350,69 @@ static void go_live(sbx_t *sb, const sbx_spawn_res_t *res)
     h->live = sb;
 }
 
+/* An exec request sent ahead, with the stdio fds it carries. */
+typedef struct exec_msg {
+    char *buf;
+    size_t len;
+    int fds[3];
+    int n_fds;
+    int send_errno; /* set when sending it failed */
+} exec_msg_t;
+
+/* Create a sandbox from this process. On cgroup v1 the clone comes first
+ * and the cgroup is made while the child builds its root (the child joins
+ * it when it takes its network namespace, before it gives up host root and
+ * long before anything of the tenant's runs); v2 clones straight into a
+ * cgroup that must exist first. With ex, the exec request is sent as soon
+ * as init is about to read its socket, saving init's first round trip. */
+static int create_local(sbx_host_t *h, const sbx_spec_t *in, exec_msg_t *ex, sbx_t **out, hearth_error_t *err)
+{
+    sbx_spec_t spec;
+    const sbx_seccomp_t *sc;
+    sbx_t *sb;
+    if (prepare(h, in, &sb, &spec, &sc, err) < 0)
+        return -1;
+    bool later = !h->cgs.ops->clone_into;
+    if (!later && make_cgroup(sb, &spec, err) < 0) {
+        discard(sb);
+        return -1;
+    }
+    sbx_spawn_req_t req;
+    fill_req(sb, &spec, sc, later, &req);
+    sbx_spawning_t sp;
+    if (sbx_spawn_begin(&req, &sp, err) < 0)
+        goto fail;
+    if (later) {
+        if (make_cgroup(sb, &spec, err) < 0) {
+            sbx_spawn_abort(&sp);
+            discard(sb);
+            return -1;
+        }
+        if (sbx_spawn_release(&sp, sb->cg.dirfd, h->cgs.n_hier, err) < 0)
+            goto fail;
+    }
+    sbx_spawn_res_t res;
+    int rc;
+    bool sent = ex == NULL;
+    while ((rc = sbx_spawn_advance(&sp, &res, err)) == 0) {
+        /* After 'G', init's next read is its control socket. */
+        if (!sent && sp.mapped) {
+            sent = true;
+            if (sbx_send_msg(sp.sock, ex->buf, ex->len, ex->fds, ex->n_fds) < 0)
+                ex->send_errno = errno;
+        }
+    }
+    if (rc < 0)
+        goto fail;
+    go_live(sb, &res);
+    *out = sb;
+    return 0;
+fail:
+    hearth_error_wrap(err, "sandbox set-up");
+    discard(sb);
+    return -1;
+}
+
 int sbx_create(sbx_host_t *h, const sbx_spec_t *in, sbx_t **out, hearth_error_t *err)
 {
     if (h->spawner != NULL) {
@@ -366,22 +441,7 @@ int sbx_create(sbx_host_t *h, const sbx_spec_t *in, sbx_t **out, hearth_error_t 
                 return -1;
         }
     }
-    sbx_spec_t spec;
-    const sbx_seccomp_t *sc;
-    sbx_t *sb;
-    if (prepare(h, in, &sb, &spec, &sc, err) < 0)
-        return -1;
-    sbx_spawn_req_t req;
-    fill_req(sb, &spec, sc, &req);
-    sbx_spawn_res_t res;
-    if (sbx_spawn_local(&req, &res, err) < 0) {
-        hearth_error_wrap(err, "sandbox set-up");
-        discard(sb);
-        return -1;
-    }
-    go_live(sb, &res);
-    *out = sb;
-    return 0;
+    return create_local(h, in, NULL, out, err);
 }
 
 int sbx_create_async(sbx_host_t *h, const sbx_spec_t *in, uint64_t *ticket, hearth_error_t *err)
@@ -393,8 +453,12 @@ int sbx_create_async(sbx_host_t *h, const sbx_spec_t *in, uint64_t *ticket, hear
     sbx_t *sb;
     if (prepare(h, in, &sb, &spec, &sc, err) < 0)
         return -1;
+    if (make_cgroup(sb, &spec, err) < 0) {
+        discard(sb);
+        return -1;
+    }
     sbx_spawn_req_t req;
-    fill_req(sb, &spec, sc, &req);
+    fill_req(sb, &spec, sc, false, &req);
     if (sbx_spawner_send(h->spawner, sb->ticket, &req, err) < 0) {
         discard(sb);
         return -1;
@@ -466,12 +530,12 @@ static void push_event(sbx_t *sb, const sbx_event_t *ev)
 /* Turn a raw end into its cause, using the counters since the start. */
 static void classify(sbx_t *sb, sbx_end_t *e)
 {
+    bool failed = e->kind == SBX_END_SIGNAL || e->kind == SBX_END_LOST || (e->kind == SBX_END_EXIT && e->status != 0);
+    if (!failed)
+        return;
     sbx_usage_t now;
     hearth_error_t ignore;
     if (sbx_usage(sb, &now, &ignore) < 0)
-        return;
-    bool failed = e->kind == SBX_END_SIGNAL || e->kind == SBX_END_LOST || (e->kind == SBX_END_EXIT && e->status != 0);
-    if (!failed)
         return;
     if (now.oom_kills > sb->base.oom_kills)
         e->kind = SBX_END_OOM;
@@ -584,10 +648,10 @@ static int msg_append(char **buf, size_t *len, size_t *cap, const char *s)
 static const char *const default_env[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                                           "HOME=/tmp", NULL};
 
-int sbx_exec_send(sbx_t *sb, const sbx_exec_t *ex, hearth_error_t *err)
+/* Encode an exec request: 'E', fd mask, argc, envc, then argv, envp and
+ * cwd as C strings; the stdio fds travel beside it. */
+static int build_exec(const sbx_exec_t *ex, exec_msg_t *m, hearth_error_t *err)
 {
-    if (sb->dead)
-        return hearth_error_set(err, ESRCH, "sandbox %s is dead", sb->cg.name);
     if (ex->argv == NULL || ex->argv[0] == NULL)
         return hearth_error_set(err, EINVAL, "empty command");
     const char *const *envp = ex->envp ? ex->envp : default_env;
@@ -597,18 +661,17 @@ int sbx_exec_send(sbx_t *sb, const sbx_exec_t *ex, hearth_error_t *err)
     while (envp[envc])
         envc++;
 
-    /* 'E', fd mask, argc, envc, then argv, envp and cwd as C strings. */
     size_t cap = 4096, len = 10;
     cleanup_free char *buf = malloc(cap);
     if (buf == NULL)
         return hearth_error_set(err, ENOMEM, "exec request");
-    int fds[3], n_fds = 0;
+    *m = (exec_msg_t){0};
     unsigned char mask = 0;
     const int io[3] = {ex->stdin_fd, ex->stdout_fd, ex->stderr_fd};
     for (int i = 0; i < 3; i++)
         if (io[i] >= 0) {
             mask |= (unsigned char)(1u << i);
-            fds[n_fds++] = io[i];
+            m->fds[m->n_fds++] = io[i];
         }
     buf[0] = SBX_MSG_EXEC;
     buf[1] = (char)mask;
@@ -622,19 +685,33 @@ int sbx_exec_send(sbx_t *sb, const sbx_exec_t *ex, hearth_error_t *err)
             return hearth_error_set(err, E2BIG, "environment too large");
     if (msg_append(&buf, &len, &cap, ex->cwd ? ex->cwd : "/") < 0)
         return hearth_error_set(err, E2BIG, "cwd too long");
-
-    /* Baseline for telling an OOM or pids-limit end from an ordinary one. */
-    if (sbx_usage(sb, &sb->base, err) < 0)
-        return -1;
-    if (sbx_send_msg(sb->ctl, buf, len, fds, n_fds) < 0)
-        return hearth_error_sys(err, "send exec request to %s", sb->cg.name);
+    m->buf = steal_pointer(&buf);
+    m->len = len;
     return 0;
 }
 
-int sbx_exec(sbx_t *sb, const sbx_exec_t *ex, pid_t *pid_out, hearth_error_t *err)
+int sbx_exec_send(sbx_t *sb, const sbx_exec_t *ex, hearth_error_t *err)
 {
-    if (sbx_exec_send(sb, ex, err) < 0)
+    if (sb->dead)
+        return hearth_error_set(err, ESRCH, "sandbox %s is dead", sb->cg.name);
+    exec_msg_t m;
+    if (build_exec(ex, &m, err) < 0)
         return -1;
+    cleanup_free char *buf = m.buf;
+    /* Baseline for telling an OOM or pids-limit end from an ordinary one.
+     * Before the first process the counters of the new cgroup are all 0,
+     * as sb->base already is. */
+    if (sb->ran && sbx_usage(sb, &sb->base, err) < 0)
+        return -1;
+    if (sbx_send_msg(sb->ctl, m.buf, m.len, m.fds, m.n_fds) < 0)
+        return hearth_error_sys(err, "send exec request to %s", sb->cg.name);
+    sb->ran = true;
+    return 0;
+}
+
+/* Wait for init's answer to the exec request sent last. */
+static int exec_started(sbx_t *sb, const sbx_exec_t *ex, pid_t *pid_out, hearth_error_t *err)
+{
     sbx_event_t ev;
     while (!take_event(sb, 1u << SBX_EV_STARTED | 1u << SBX_EV_START_FAILED | 1u << SBX_EV_DIED, 0, &ev))
         pump(sb, true);
@@ -647,6 +724,38 @@ int sbx_exec(sbx_t *sb, const sbx_exec_t *ex, pid_t *pid_out, hearth_error_t *er
     if (pid_out)
         *pid_out = ev.pid;
     return 0;
+}
+
+int sbx_create_exec(sbx_host_t *h, const sbx_spec_t *spec, const sbx_exec_t *ex, sbx_t **out, pid_t *pid_out,
+                    hearth_error_t *err)
+{
+    *out = NULL;
+    if (h->spawner != NULL) {
+        if (sbx_create(h, spec, out, err) < 0)
+            return -1;
+        return sbx_exec(*out, ex, pid_out, err);
+    }
+    exec_msg_t m;
+    if (build_exec(ex, &m, err) < 0)
+        return -1;
+    cleanup_free char *buf = m.buf;
+    sbx_t *sb;
+    if (create_local(h, spec, &m, &sb, err) < 0)
+        return -1;
+    *out = sb;
+    sb->ran = true; /* base: all 0, the fresh cgroup's counters */
+    if (m.send_errno != 0) {
+        errno = m.send_errno;
+        return hearth_error_sys(err, "send exec request to %s", sb->cg.name);
+    }
+    return exec_started(sb, ex, pid_out, err);
+}
+
+int sbx_exec(sbx_t *sb, const sbx_exec_t *ex, pid_t *pid_out, hearth_error_t *err)
+{
+    if (sbx_exec_send(sb, ex, err) < 0)
+        return -1;
+    return exec_started(sb, ex, pid_out, err);
 }
 
 int sbx_ctl_fd(const sbx_t *sb)

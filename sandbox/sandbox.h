@@ -112,6 +112,14 @@ int sbx_host_poll(sbx_host_t *host, sbx_t **out, uint64_t *ticket, hearth_error_
  * awaited with sbx_wait; more may run (use sbx_ctl_fd for events). */
 int sbx_exec(sbx_t *sb, const sbx_exec_t *ex, pid_t *pid_out, hearth_error_t *err);
 
+/* sbx_create then sbx_exec, for one-shot runs: without a spawner the exec
+ * request goes to init while the sandbox is still being set up, which
+ * saves a round trip. Returns -1 with *out NULL when the sandbox could not
+ * be created, and -1 with *out set (to be destroyed) when the process
+ * could not be started (err.code ENOENT: not found). */
+int sbx_create_exec(sbx_host_t *host, const sbx_spec_t *spec, const sbx_exec_t *ex, sbx_t **out, pid_t *pid_out,
+                    hearth_error_t *err);
+
 /* Wait for the process started last to end, at most timeout_ms (0: no
  * limit). On timeout every process in the sandbox is killed and the end
  * is SBX_END_TIMEOUT; the sandbox is then dead and should be destroyed. */
