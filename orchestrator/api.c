@@ -599,6 +599,18 @@ static void route(struct evhttp_request *req, void *arg)
     }
 
     char seg[8][128];
+    /* The Lambda-compatible endpoint authenticates with SigV4 on the raw
+     * path: its name segment is taken undecoded. */
+    if (strncmp(path, "/2015-03-31/functions/", 22) == 0) {
+        const char *name = path + 22;
+        const char *slash = strchr(name, '/');
+        if (slash != NULL && strcmp(slash, "/invocations") == 0 && slash - name < 512) {
+            char raw[512];
+            snprintf(raw, sizeof(raw), "%.*s", (int)(slash - name), name);
+            lambda_invoke(hd, req, raw);
+            return;
+        }
+    }
     int n = split_path(path, seg, 8);
     if (n < 2 || strcmp(seg[0], "v1") != 0) {
         reply_error(req, 404, "not_found", "no route for %s", path);

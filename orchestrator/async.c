@@ -140,7 +140,7 @@ static void on_claim(const jnl_claim_t *c, void *arg)
         return;
     }
     hd->async_in_flight++;
-    if (hd_submit(hd, NULL, fn, payload, c->id, SCHED_ASYNC, &err) < 0) {
+    if (hd_submit(hd, NULL, fn, payload, c->id, SCHED_ASYNC, 0, &err) < 0) {
         hd->async_in_flight--;
         evbuffer_free(payload);
         record_failure(hd, c->id, err.msg);

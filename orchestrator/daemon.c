@@ -298,6 +298,11 @@ static void prov_reject(void *ctx, uint64_t inv_id, void *opaque, sched_reject_r
                 1);
     if (inv->async)
         async_finished(hd, inv, sched_reject_name(reason));
+    else if (inv->req != NULL && inv->lambda)
+        lambda_respond_rejected(inv, reason == SCHED_REJECT_REMOVED ? 404 : reason == SCHED_REJECT_START_FAILED ? 502
+                                     : reason == SCHED_REJECT_SHUTDOWN ? 503 : 429,
+                                reason == SCHED_REJECT_REMOVED ? "ResourceNotFoundException" : "TooManyRequestsException",
+                                sched_reject_name(reason));
     else if (inv->req != NULL)
         api_respond_rejected(inv, reason, retry_after_ms);
     free_inv(inv);
@@ -457,6 +462,8 @@ static void finish_inv(hearth_t *hd, hd_inv_t *inv)
 
     if (inv->async)
         async_finished(hd, inv, NULL);
+    else if (inv->req != NULL && inv->lambda)
+        lambda_respond(inv);
     else if (inv->req != NULL)
         api_respond_invocation(inv);
     idmap_del(&hd->invocations, inv->sched_id);
@@ -524,11 +531,11 @@ void hd_random_id(char out[33])
 int hd_invoke(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
               hearth_error_t *err)
 {
-    return hd_submit(hd, req, fn, payload, NULL, SCHED_SYNC, err);
+    return hd_submit(hd, req, fn, payload, NULL, SCHED_SYNC, 0, err);
 }
 
 int hd_submit(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
-              const char *id, sched_prio_t prio, hearth_error_t *err)
+              const char *id, sched_prio_t prio, unsigned flags, hearth_error_t *err)
 {
     hd_inv_t *inv = calloc(1, sizeof(*inv));
     if (inv == NULL)
@@ -541,6 +548,8 @@ int hd_submit(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn
     inv->accepted_ns = now_ns();
     inv->sched_id = ++hd->next_inv;
     inv->async = prio == SCHED_ASYNC;
+    inv->lambda = flags & HD_INV_LAMBDA;
+    inv->want_log = flags & HD_INV_LOG_TAIL;
     if (id != NULL)
         snprintf(inv->id, sizeof(inv->id), "%s", id);
     else
@@ -803,7 +812,9 @@ void hd_shutdown(hearth_t *hd)
         inv->sb->call = NULL;
         /* An async one stays `running` in the journal: the next start
          * requeues it, its attempt counted. */
-        if (!inv->async)
+        if (inv->lambda)
+            lambda_respond_rejected(inv, 503, "ServiceException", "hearthd is shutting down");
+        else if (!inv->async)
             api_respond_rejected(inv, SCHED_REJECT_SHUTDOWN, 0);
         idmap_del(&hd->invocations, inv->sched_id);
         free_inv(inv);

@@ -141,6 +141,8 @@ struct hd_inv {
     struct evhttp_request *req; /* answered exactly once (evhttp frees it then) */
     bool client_gone;          /* the connection closed before the answer */
     bool async;                /* from the journal: the result goes there, not to a client */
+    bool lambda;               /* came in on the Lambda-compatible endpoint: answer as AWS does */
+    bool want_log;             /* X-Amz-Log-Type: Tail */
     reg_function_t *fn;        /* the version it was submitted for */
     struct evbuffer *payload;
     uint64_t accepted_ns;
@@ -169,8 +171,9 @@ int hd_sched_tenants(hearth_t *hd, hearth_error_t *err);
 int hd_invoke(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
               hearth_error_t *err);
 /* The same for either priority; id NULL: a fresh one (async ones keep the journal's). */
+enum { HD_INV_LAMBDA = 1 << 0, HD_INV_LOG_TAIL = 1 << 1 }; /* how to answer */
 int hd_submit(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
-              const char *id, sched_prio_t prio, hearth_error_t *err);
+              const char *id, sched_prio_t prio, unsigned flags, hearth_error_t *err);
 /* 128 random bits as 32 hex digits: invocation ids unique across hosts. */
 void hd_random_id(char out[33]);
 uint64_t hd_tenant_id(hearth_t *hd, const char *tenant);
@@ -204,6 +207,10 @@ int api_start(hearth_t *hd, hearth_error_t *err);
 void api_stop_listening(hearth_t *hd);
 void api_free(hearth_t *hd);
 void api_respond_invocation(hd_inv_t *inv);
+/* lambda.c: the Lambda-compatible invoke endpoint (POST /2015-03-31/functions/{name}/invocations). */
+void lambda_invoke(hearth_t *hd, struct evhttp_request *req, const char *name);
+void lambda_respond(hd_inv_t *inv);
+void lambda_respond_rejected(hd_inv_t *inv, int status, const char *type, const char *message);
 void api_respond_rejected(hd_inv_t *inv, sched_reject_reason_t reason, uint32_t retry_after_ms);
 
 #endif
