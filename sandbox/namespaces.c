@@ -168,6 +168,23 @@ static int setup_root(const sbx_spec_t *spec, hearth_error_t *err)
     /* Nothing we mount may leak back to the host, nor the host's to us. */
     if (do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, err) < 0)
         return -1;
+    /* The stage covers the host's /tmp: open the rootfs and the sources of
+     * the bind mounts first (they may lie under /tmp), and mount them
+     * through /proc/self/fd. */
+    cleanup_close int root_src = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root_src < 0)
+        return hearth_error_sys(err, "rootfs: open %s", rootfs);
+    int srcs[spec->n_mounts + 1];
+    for (size_t i = 0; i < spec->n_mounts; i++) {
+        srcs[i] = open(spec->mounts[i].source, O_PATH | O_CLOEXEC);
+        if (srcs[i] < 0) {
+            hearth_error_sys(err, "bind mount %s: open", spec->mounts[i].source);
+            for (size_t j = 0; j < i; j++)
+                close(srcs[j]);
+            return -1;
+        }
+    }
+    /* The child exits on any failure below: its fds go with it. */
     if (do_mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700,size=4k", err) < 0)
         return -1;
     if (mkdir(NEWROOT, 0755) < 0)
@@ -175,8 +192,10 @@ static int setup_root(const sbx_spec_t *spec, hearth_error_t *err)
     /* The host's / alone, without /proc, /sys, /run, /dev or /tmp above it:
      * those are covered by our own or stay empty directories. A given
      * rootfs comes with whatever is mounted below it. */
-    if (do_mount(rootfs, NEWROOT, NULL, MS_BIND | (host_root ? 0 : MS_REC), NULL, err) < 0)
-        return hearth_error_wrap(err, "rootfs");
+    char root_path[64];
+    snprintf(root_path, sizeof(root_path), "/proc/self/fd/%d", root_src);
+    if (do_mount(root_path, NEWROOT, NULL, MS_BIND | (host_root ? 0 : MS_REC), NULL, err) < 0)
+        return hearth_error_wrap(err, "rootfs %s", rootfs);
     static const char *const needed[] = {"proc", "dev", "tmp"};
     for (size_t i = 0; i < 3; i++) {
         char path[128];
@@ -199,10 +218,13 @@ static int setup_root(const sbx_spec_t *spec, hearth_error_t *err)
         cleanup_close int rootfd = open(NEWROOT, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (rootfd < 0)
             return hearth_error_sys(err, "open " NEWROOT);
-        for (size_t i = 0; i < spec->n_mounts; i++)
-            if (bind_into_root(rootfd, spec->mounts[i].source, spec->mounts[i].target, spec->mounts[i].readonly,
-                               err) < 0)
+        for (size_t i = 0; i < spec->n_mounts; i++) {
+            char src[64];
+            snprintf(src, sizeof(src), "/proc/self/fd/%d", srcs[i]);
+            if (bind_into_root(rootfd, src, spec->mounts[i].target, spec->mounts[i].readonly, err) < 0)
                 return hearth_error_wrap(err, "bind mount %s", spec->mounts[i].source);
+            close(srcs[i]);
+        }
     }
     if (do_mount(NULL, NEWROOT, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL, err) < 0)
         return hearth_error_wrap(err, "make the rootfs read-only");
