@@ -323,7 +323,7 @@ static void handle_put(hearth_t *hd, struct evhttp_request *req, const auth_tena
         reply_error(req, 400, "bad_spec", "%s", err.msg);
         return;
     }
-    if (spec->protocol != CFG_PROTO_STDIO) {
+    if (spec->protocol == CFG_PROTO_HTTP) {
         reply_error(req, 400, "bad_spec", "protocol: `%s` is not supported yet; use `stdio`",
                     cfg_protocol_name(spec->protocol));
         cfg_function_free(spec);

@@ -112,6 +112,7 @@ static void sandbox_free(hd_sandbox_t *sb)
 {
     hearth_t *hd = sb->hd;
     idmap_del(&hd->sandboxes, sb->id);
+    lambda_sandbox_free(sb);
     if (sb->ev_ctl)
         event_free(sb->ev_ctl);
     if (sb->sbx != NULL) {
@@ -142,6 +143,44 @@ static void sandbox_free(hd_sandbox_t *sb)
 
 static void on_ctl(evutil_socket_t fd, short what, void *arg);
 
+void hd_sandbox_up(hd_sandbox_t *sb)
+{
+    hearth_t *hd = sb->hd;
+    hearth_error_t err = {0};
+    /* Start-up CPU is the tenant's overhead. */
+    sbx_usage_t u;
+    if (sbx_usage(sb->sbx, &u, &err) == 0) {
+        sb->cpu_charged_ns = u.cpu_ns;
+        if (!sb->generic)
+            charge_overhead(hd, sb->fn, sb->id, u.cpu_ns);
+    }
+    if (sched_sandbox_ready(hd->sched, sb->id, now_ns(), &err) < 0)
+        hearth_log(HEARTH_LOG_ERROR, "sandbox %" PRIu64 " ready: %s", sb->id, err.msg);
+}
+
+void hd_sandbox_failed(hd_sandbox_t *sb, const char *why)
+{
+    hearth_t *hd = sb->hd;
+    hearth_error_t err = {0};
+    snprintf(hd->fn_error, sizeof(hd->fn_error), "%s", why);
+    hearth_log(HEARTH_LOG_ERROR, "sandbox for %s/%s: %s", sb->fn ? sb->fn->spec->tenant : "-",
+               sb->fn ? sb->fn->spec->name : "the prewarm pool", why);
+    metrics_add(metrics_series(hd->met.sandbox_fail, (const char *[]){NULL}), 1);
+    (void)err;
+    /* Maybe inside the sandbox's own callbacks: free it from ev_deferred. */
+    if (sb->report == HD_REPORT_NONE)
+        defer_sandbox(sb, HD_REPORT_FAILED);
+}
+
+void hd_sandbox_died(hd_sandbox_t *sb)
+{
+    sb->state = HD_SBX_DEAD;
+    if (sb->ev_ctl != NULL)
+        event_del(sb->ev_ctl);
+    if (sb->report == HD_REPORT_NONE)
+        defer_sandbox(sb, HD_REPORT_DIED);
+}
+
 static void spec_of(const cfg_function_t *fn, sbx_mount_t *mounts, sbx_spec_t *spec)
 {
     cfg_function_sbx_spec(fn, mounts, spec);
@@ -152,7 +191,8 @@ static void spec_of(const cfg_function_t *fn, sbx_mount_t *mounts, sbx_spec_t *s
  * its spec asks for nothing else. */
 static bool fits_generic(const cfg_function_t *fn)
 {
-    return (fn->rootfs == NULL || strcmp(fn->rootfs, "/") == 0) && fn->n_mounts == 0 &&
+    return fn->protocol == CFG_PROTO_STDIO && (fn->rootfs == NULL || strcmp(fn->rootfs, "/") == 0) &&
+           fn->n_mounts == 0 &&
            (fn->seccomp == NULL || strcmp(fn->seccomp, "default") == 0) && fn->tmp_mb == 64;
 }
 
@@ -250,7 +290,9 @@ static void prov_dispatch(void *ctx, uint64_t inv_id, void *opaque, uint64_t san
         defer_inv(inv);
         return;
     }
-    if (proto_stdio_start(sb, inv, &err) < 0) {
+    int started = sb->fn != NULL && sb->fn->spec->protocol == CFG_PROTO_LAMBDA ? proto_lambda_start(sb, inv, &err)
+                                                                            : proto_stdio_start(sb, inv, &err);
+    if (started < 0) {
         inv->outcome = HD_OUT_START;
         snprintf(inv->message, sizeof(inv->message), "%s", err.msg);
         defer_inv(inv);
@@ -352,15 +394,13 @@ static void on_host(evutil_socket_t fd, short what, void *arg)
             sched_sandbox_failed(hd->sched, id, now, &err);
             continue;
         }
-        /* Start-up CPU is the tenant's overhead. */
-        sbx_usage_t u;
-        if (sbx_usage(sbx, &u, &err) == 0) {
-            sb->cpu_charged_ns = u.cpu_ns;
-            if (!sb->generic)
-                charge_overhead(hd, sb->fn, sb->id, u.cpu_ns);
+        if (sb->fn != NULL && sb->fn->spec->protocol == CFG_PROTO_LAMBDA) {
+            /* Ready once its runtime asks for an invocation (hd_sandbox_up). */
+            if (lambda_runtime_start(sb, &err) < 0)
+                hd_sandbox_failed(sb, err.msg);
+            continue;
         }
-        if (sched_sandbox_ready(hd->sched, sb->id, now, &err) < 0)
-            hearth_log(HEARTH_LOG_ERROR, "sandbox %" PRIu64 " ready: %s", sb->id, err.msg);
+        hd_sandbox_up(sb);
     }
     if (rc < 0) {
         hearth_log(HEARTH_LOG_ERROR, "the spawner failed: %s; shutting down", err.msg);
@@ -377,15 +417,20 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
     sbx_event_t ev;
     hearth_error_t err;
     while (sb->sbx != NULL && sbx_next_event(sb->sbx, &ev, &err) > 0) {
+        if (sb->rt != NULL) {
+            /* The runtime lives across invocations: its news go to it. */
+            lambda_sandbox_event(sb, &ev);
+            if (sb->state == HD_SBX_DEAD || idmap_get(&hd->sandboxes, sb->id) != sb)
+                return;
+            continue;
+        }
         if (sb->call != NULL) {
             proto_on_event(sb->call, &ev);
             continue;
         }
         if (ev.kind == SBX_EV_DIED && sb->state == HD_SBX_READY) {
             /* Died idle (say, killed from outside): no call to fail. */
-            sb->state = HD_SBX_DEAD;
-            event_del(sb->ev_ctl);
-            sched_sandbox_died(hd->sched, sb->id, now_ns(), &err);
+            hd_sandbox_died(sb);
             return;
         }
     }
@@ -487,13 +532,20 @@ static void on_deferred(evutil_socket_t fd, short what, void *arg)
         sb->report = HD_REPORT_NONE;
         uint64_t id = sb->id;
         if (report == HD_REPORT_FAILED) {
+            bool destroyed = sb->destroy_requested;
             sandbox_free(sb);
-            sched_sandbox_failed(hd->sched, id, now, &err);
+            if (!destroyed)
+                sched_sandbox_failed(hd->sched, id, now, &err);
         } else if (report == HD_REPORT_READY) {
             if (sb->destroy_requested)
                 sandbox_free(sb);
             else
                 sched_sandbox_ready(hd->sched, id, now, &err);
+        } else if (report == HD_REPORT_DIED) {
+            if (sb->destroy_requested)
+                sandbox_free(sb);
+            else
+                sched_sandbox_died(hd->sched, id, now, &err);
         }
     }
     while (hd->deferred_inv != NULL) {

@@ -117,6 +117,7 @@ struct hd_sandbox {
     uint64_t cpu_charged_ns;   /* cgroup CPU already charged (invocations and overhead) */
     struct event *ev_ctl;      /* init's messages */
     proto_call_t *call;        /* the invocation running here (concurrency 1) */
+    struct hd_runtime *rt;     /* protocol lambda: the runtime and its API server */
     enum { HD_REPORT_NONE, HD_REPORT_READY, HD_REPORT_FAILED, HD_REPORT_DIED } report;
     hd_sandbox_t *deferred_next;
 };
@@ -183,14 +184,37 @@ bool hd_idle(const hearth_t *hd); /* nothing running or queued */
 /* The client of req went away: forget req, stop its invocation. */
 void hd_client_gone(hearth_t *hd, struct evhttp_request *req);
 
-/* protocol_stdio.c: run one invocation as a fresh process in sb. The
- * result lands in inv and hd_call_done() is called (from the loop). */
-int proto_stdio_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err);
-void proto_on_event(proto_call_t *c, const sbx_event_t *ev);
-void proto_cancel(proto_call_t *c);
-void proto_free(proto_call_t *c);
-uint64_t proto_cpu_before(const proto_call_t *c); /* cgroup CPU when the process started */
+/* A protocol's invocation in flight: the protocols behind one table. The
+ * result lands in inv, then the protocol calls hd_call_done (from the loop). */
+typedef struct proto_ops {
+    void (*on_event)(proto_call_t *c, const sbx_event_t *ev); /* the sandbox's init reported */
+    void (*cancel)(proto_call_t *c);                          /* the client went away */
+    void (*free)(proto_call_t *c);
+    uint64_t (*cpu_before)(const proto_call_t *c);            /* cgroup CPU when the call started */
+} proto_ops_t;
+struct proto_call {
+    const proto_ops_t *ops; /* first member of every protocol's call */
+};
+static inline void proto_on_event(proto_call_t *c, const sbx_event_t *ev) { c->ops->on_event(c, ev); }
+static inline void proto_cancel(proto_call_t *c) { c->ops->cancel(c); }
+static inline void proto_free(proto_call_t *c) { if (c != NULL) c->ops->free(c); }
+static inline uint64_t proto_cpu_before(const proto_call_t *c) { return c->ops->cpu_before(c); }
 void hd_call_done(hd_sandbox_t *sb, hd_inv_t *inv);
+
+/* protocol_stdio.c: a fresh process of the command per invocation. */
+int proto_stdio_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err);
+
+/* protocol_lambda.c: a long-lived runtime polling the Lambda Runtime API,
+ * served by us on 127.0.0.1:9001 inside the sandbox's own network. */
+int lambda_runtime_start(hd_sandbox_t *sb, hearth_error_t *err); /* the sandbox is up: start its runtime */
+int proto_lambda_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err);
+void lambda_sandbox_event(hd_sandbox_t *sb, const sbx_event_t *ev); /* init's news about the runtime */
+void lambda_sandbox_free(hd_sandbox_t *sb);
+/* daemon.c: the runtime came up (first `next`) or did not. */
+void hd_sandbox_up(hd_sandbox_t *sb);
+void hd_sandbox_failed(hd_sandbox_t *sb, const char *why);
+/* It died on its own while idle: report it (from ev_deferred). */
+void hd_sandbox_died(hd_sandbox_t *sb);
 
 /* async.c: invocations accepted with `Prefer: respond-async` */
 int async_start(hearth_t *hd, hearth_error_t *err); /* after hd_init; the journal is open */

@@ -14,7 +14,8 @@
 
 #define LOG_TAIL 4096
 
-struct proto_call {
+typedef struct stdio_call {
+    proto_call_t base;            /* ops: stdio's */
     hd_sandbox_t *sb;
     hd_inv_t *inv;
     int in_fd, out_fd, err_fd;    /* our ends of the pipes; -1 once closed */
@@ -26,7 +27,7 @@ struct proto_call {
     bool finished;                /* hd_call_done called */
     bool killed;                  /* the sandbox was killed (timeout) or died */
     sbx_end_t end;
-};
+} stdio_call_t;
 
 static void close_fd(struct event **ev, int *fd)
 {
@@ -40,7 +41,7 @@ static void close_fd(struct event **ev, int *fd)
     }
 }
 
-static void set_outcome(proto_call_t *c)
+static void set_outcome(stdio_call_t *c)
 {
     hd_inv_t *inv = c->inv;
     if (inv->outcome != HD_OUT_OK)
@@ -81,7 +82,7 @@ static void set_outcome(proto_call_t *c)
 
 /* Done when the process has ended and both its pipes are drained — or at
  * once when the sandbox was killed or the process never started. */
-static void maybe_finish(proto_call_t *c)
+static void maybe_finish(stdio_call_t *c)
 {
     if (c->finished || !c->ended || (!c->killed && (c->out_fd >= 0 || c->err_fd >= 0)))
         return;
@@ -101,7 +102,7 @@ static void on_stdin(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    proto_call_t *c = arg;
+    stdio_call_t *c = arg;
     while (evbuffer_get_length(c->inv->payload) > 0) {
         int n = evbuffer_write(c->inv->payload, c->in_fd);
         if (n < 0) {
@@ -113,7 +114,7 @@ static void on_stdin(evutil_socket_t fd, short what, void *arg)
     close_fd(&c->ev_in, &c->in_fd);
 }
 
-static void kill_processes(proto_call_t *c)
+static void kill_processes(stdio_call_t *c)
 {
     hearth_error_t err;
     if (c->sb->sbx != NULL && sbx_alive(c->sb->sbx) && sbx_reset(c->sb->sbx, &err) < 0)
@@ -123,7 +124,7 @@ static void kill_processes(proto_call_t *c)
 static void on_stdout(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
-    proto_call_t *c = arg;
+    stdio_call_t *c = arg;
     hd_inv_t *inv = c->inv;
     for (;;) {
         int n = evbuffer_read(inv->output, fd, 65536);
@@ -150,7 +151,7 @@ static void on_stdout(evutil_socket_t fd, short what, void *arg)
 static void on_stderr(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
-    proto_call_t *c = arg;
+    stdio_call_t *c = arg;
     hd_inv_t *inv = c->inv;
     char buf[16384];
     for (;;) {
@@ -183,7 +184,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    proto_call_t *c = arg;
+    stdio_call_t *c = arg;
     hd_inv_t *inv = c->inv;
     hearth_error_t err;
     /* Kill through the cgroup: everything, init included; the sandbox is
@@ -198,8 +199,9 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     maybe_finish(c);
 }
 
-void proto_on_event(proto_call_t *c, const sbx_event_t *ev)
+static void stdio_on_event(proto_call_t *pc, const sbx_event_t *ev)
 {
+    stdio_call_t *c = (stdio_call_t *)pc;
     if (c->finished)
         return;
     switch (ev->kind) {
@@ -231,8 +233,9 @@ void proto_on_event(proto_call_t *c, const sbx_event_t *ev)
     maybe_finish(c);
 }
 
-void proto_cancel(proto_call_t *c)
+static void stdio_cancel(proto_call_t *pc)
 {
+    stdio_call_t *c = (stdio_call_t *)pc;
     if (c->finished)
         return;
     c->inv->outcome = HD_OUT_CANCELLED;
@@ -240,8 +243,9 @@ void proto_cancel(proto_call_t *c)
     kill_processes(c);
 }
 
-void proto_free(proto_call_t *c)
+static void stdio_free(proto_call_t *pc)
 {
+    stdio_call_t *c = (stdio_call_t *)pc;
     if (c == NULL)
         return;
     close_fd(&c->ev_in, &c->in_fd);
@@ -252,10 +256,17 @@ void proto_free(proto_call_t *c)
     free(c);
 }
 
-uint64_t proto_cpu_before(const proto_call_t *c)
+static uint64_t stdio_cpu_before(const proto_call_t *pc)
 {
-    return c->cpu_before;
+    return ((const stdio_call_t *)pc)->cpu_before;
 }
+
+static const proto_ops_t stdio_ops = {
+    .on_event = stdio_on_event,
+    .cancel = stdio_cancel,
+    .free = stdio_free,
+    .cpu_before = stdio_cpu_before,
+};
 
 static int make_pipe(int fds[2], int our_end, hearth_error_t *err)
 {
@@ -272,9 +283,10 @@ int proto_stdio_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err)
      * update runs the new version, on a sandbox built for it. */
     const cfg_function_t *fn = sb->fn != NULL ? sb->fn->spec : inv->fn->spec;
     hearth_t *hd = sb->hd;
-    proto_call_t *c = calloc(1, sizeof(*c));
+    stdio_call_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return hearth_error_set(err, ENOMEM, "invocation");
+    c->base.ops = &stdio_ops;
     c->sb = sb;
     c->inv = inv;
     c->in_fd = c->out_fd = c->err_fd = -1;
@@ -354,10 +366,10 @@ int proto_stdio_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err)
          * without events it cannot, so kill what was started. */
         hearth_error_set(err, ENOMEM, "events for the invocation");
         kill_processes(c);
-        proto_free(c);
+        stdio_free(&c->base);
         return -1;
     }
-    sb->call = c;
+    sb->call = &c->base;
     return 0;
 
 fail:
