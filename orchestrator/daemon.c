@@ -652,6 +652,7 @@ int hd_sched_function(hearth_t *hd, const reg_function_t *fn, hearth_error_t *er
         .min_warm = s->min_warm,
         .max_sandboxes = s->max_sandboxes,
         .keep_alive_ms = s->keep_alive_ms,
+        .no_prewarm = !fits_generic(s),
     };
     return sched_fn_put(hd->sched, fn->id, &fs, now_ns(), err);
 }

@@ -128,6 +128,7 @@ struct sched_fn {
     uint32_t memory_mb;         /* per sandbox */
     uint32_t concurrency;       /* slots per sandbox */
     uint32_t min_warm;          /* kept warm */
+    bool no_prewarm;            /* never take a generic prewarmed sandbox */
     uint32_t max_sandboxes;     /* live sandboxes allowed, old versions included */
     uint64_t keep_alive_ns;     /* idle time before removal beyond desired */
     bool removed;               /* gone from the map, waiting for its sandboxes to drain */

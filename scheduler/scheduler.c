@@ -222,7 +222,7 @@ static start_rc_t try_start(sched_t *s, sched_fn_t *fn, int flags)
         return START_HOST;
     }
     sched_sbx_t *g = NULL;
-    if (!link_empty(&s->generic_ready))
+    if (!link_empty(&s->generic_ready) && !fn->no_prewarm)
         g = container_of(s->generic_ready.next, sched_sbx_t, fn_link);
     int64_t gn = g ? 1 : 0, gm = g ? g->memory_mb : 0;
     int64_t need_n = (int64_t)s->n_sbx + 1 - gn;
@@ -605,6 +605,7 @@ int sched_fn_put(sched_t *s, uint64_t id, const sched_fn_spec_t *spec, uint64_t 
     fn->memory_mb = spec->memory_mb;
     fn->concurrency = spec->concurrency;
     fn->min_warm = spec->min_warm;
+    fn->no_prewarm = spec->no_prewarm;
     fn->max_sandboxes = spec->max_sandboxes;
     fn->keep_alive_ns = (uint64_t)spec->keep_alive_ms * MS;
     if (drain) {

@@ -114,6 +114,7 @@ typedef struct sched_fn_spec {
     uint32_t min_warm;       /* sandboxes kept warm */
     uint32_t max_sandboxes;  /* >= 1 */
     uint32_t keep_alive_ms;  /* idle time before a sandbox beyond desired goes */
+    bool no_prewarm;         /* its sandboxes cannot be made from generic prewarmed ones */
 } sched_fn_spec_t;
 
 /* Create a scheduler; the provider is copied. NULL with err set on bad

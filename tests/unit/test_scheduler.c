@@ -272,7 +272,7 @@ static void tenant(sched_t *s, uint64_t id, uint32_t weight, uint32_t max_conc, 
 static int deploy(sched_t *s, uint64_t id, uint64_t t, uint32_t version, uint32_t mem, uint32_t conc,
                   uint32_t min_warm, uint32_t max_sbx, uint32_t keep_ms)
 {
-    sched_fn_spec_t f = {t, "f", version, mem, conc, min_warm, max_sbx, keep_ms};
+    sched_fn_spec_t f = {t, "f", version, mem, conc, min_warm, max_sbx, keep_ms, false};
     ffn_t *ff = &F.fn[id];
     /* The fake must know the new spec before the scheduler acts on it. */
     ffn_t saved = *ff;
