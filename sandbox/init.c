@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -197,6 +198,31 @@ out:
     free(envp);
 }
 
+/* A TCP socket on the sandbox's own loopback, made here because only we
+ * live in its network namespace: the owner serves the Lambda Runtime API on
+ * a listening one, or talks to the function's HTTP server through a
+ * connected one. No capability is needed for either (ports above 1023). */
+static void handle_socket(init_state_t *st, const struct sbx_msg_socket *req)
+{
+    struct sbx_msg_socket_fd rep = {.type = SBX_MSG_SOCKET_FD};
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(req->port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (req->connect ? SOCK_NONBLOCK : 0), 0);
+    int one = 1;
+    if (fd < 0) {
+        rep.err = errno;
+    } else if (req->connect) {
+        if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 && errno != EINPROGRESS)
+            rep.err = errno;
+    } else if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+               bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 || listen(fd, 64) < 0) {
+        rep.err = errno;
+    }
+    sbx_send_msg(st->ctl, &rep, sizeof(rep), rep.err == 0 ? &fd : NULL, rep.err == 0 ? 1 : 0);
+    if (fd >= 0)
+        close(fd);
+}
+
 static void handle_reset(init_state_t *st)
 {
     /* kill(-1) reaches every process in our pid namespace but us, and
@@ -269,6 +295,8 @@ void sbx_init_main(int ctl, const sbx_seccomp_t *seccomp, uint32_t nofile)
                 handle_exec(&st, (size_t)n, fds, n_fds);
             else if (st.buf[0] == SBX_MSG_RESET)
                 handle_reset(&st);
+            else if (st.buf[0] == SBX_MSG_SOCKET && (size_t)n >= sizeof(struct sbx_msg_socket))
+                handle_socket(&st, (const struct sbx_msg_socket *)st.buf);
             for (int i = 0; i < n_fds; i++)
                 close(fds[i]);
         }

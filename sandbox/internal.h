@@ -18,6 +18,8 @@ enum {
     SBX_MSG_STARTED = 'S', /* init → caller: pid, or errno of a failed exec */
     SBX_MSG_END = 'X',    /* init → caller: pid and wait status */
     SBX_MSG_RESET_DONE = 'D',
+    SBX_MSG_SOCKET = 'L', /* caller → init: a TCP socket on 127.0.0.1:port inside, listening or connecting */
+    SBX_MSG_SOCKET_FD = 'F', /* init → caller: that socket (SCM_RIGHTS), or errno */
 };
 
 struct sbx_msg_started {
@@ -25,6 +27,17 @@ struct sbx_msg_started {
     int32_t pid; /* > 0, or 0 with err set */
     int32_t err; /* errno of the failed fork/exec */
     char what[64];
+};
+
+struct sbx_msg_socket {
+    char type;
+    char connect;  /* 0: listen; 1: connect (non-blocking: may still be in progress) */
+    uint16_t port;
+};
+
+struct sbx_msg_socket_fd {
+    char type;
+    int32_t err;   /* 0: the fd is attached */
 };
 
 struct sbx_msg_end {

@@ -56,6 +56,9 @@ struct sbx {
     int n_events;
     bool died_reported;         /* the DIED event was queued */
     bool reset_done;            /* init answered the last reset */
+    bool socket_done;           /* init answered the last sbx_socket */
+    int socket_fd;              /* its fd, or -1 */
+    int socket_err;             /* its errno */
     sbx_t *prev, *next;         /* host->live */
 };
 
@@ -565,13 +568,28 @@ static int pump(sbx_t *sb, bool block)
         char type;
         struct sbx_msg_started s;
         struct sbx_msg_end e;
+        struct sbx_msg_socket_fd f;
     } m;
     ssize_t n;
-    do
-        n = recv(sb->ctl, &m, sizeof(m), block ? 0 : MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
+    int fd = -1, n_fds = 0;
+    if (block) {
+        n = sbx_recv_msg(sb->ctl, &m, sizeof(m), &fd, 1, &n_fds);
+    } else {
+        /* Only sbx_socket's answer carries an fd, and it reads blocking. */
+        do
+            n = recv(sb->ctl, &m, sizeof(m), MSG_DONTWAIT);
+        while (n < 0 && errno == EINTR);
+    }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return 0;
+    if (m.type == SBX_MSG_SOCKET_FD && n >= (ssize_t)sizeof(m.f)) {
+        sb->socket_fd = n_fds == 1 ? fd : -1;
+        sb->socket_err = n_fds == 1 ? 0 : (m.f.err ? m.f.err : EPROTO);
+        sb->socket_done = true;
+        return 1;
+    }
+    if (n_fds > 0)
+        close(fd);
     if (n <= 0) {
         mark_dead(sb);
         return 1;
@@ -829,6 +847,25 @@ int sbx_reset(sbx_t *sb, hearth_error_t *err)
         if (sb->reset_done)
             return 0;
     }
+}
+
+int sbx_socket(sbx_t *sb, uint16_t port, bool connect, int *fd_out, hearth_error_t *err)
+{
+    if (sb->dead)
+        return hearth_error_set(err, ESRCH, "sandbox %s is dead", sb->cg.name);
+    struct sbx_msg_socket m = {.type = SBX_MSG_SOCKET, .connect = connect, .port = port};
+    sb->socket_done = false;
+    if (send(sb->ctl, &m, sizeof(m), MSG_NOSIGNAL) != (ssize_t)sizeof(m))
+        return hearth_error_sys(err, "socket request to %s", sb->cg.name);
+    while (!sb->socket_done && !sb->dead)
+        pump(sb, true);
+    if (sb->dead)
+        return hearth_error_set(err, ESRCH, "sandbox %s died", sb->cg.name);
+    if (sb->socket_fd < 0)
+        return hearth_error_set(err, sb->socket_err, "%s 127.0.0.1:%u in %s", connect ? "connect to" : "listen on",
+                                port, sb->cg.name);
+    *fd_out = sb->socket_fd;
+    return 0;
 }
 
 int sbx_kill(sbx_t *sb, hearth_error_t *err)

@@ -152,6 +152,11 @@ int sbx_next_event(sbx_t *sb, sbx_event_t *ev, hearth_error_t *err);
 /* Kill every process in the sandbox except its init, and reap them:
  * the sandbox stays usable (warm). Returns once they are gone. */
 int sbx_reset(sbx_t *sb, hearth_error_t *err);
+/* A TCP socket on 127.0.0.1:port inside the sandbox's own network
+ * namespace, made by its init: listening (backlog 64), or connecting
+ * (non-blocking: wait for it to become writable). Nothing outside the
+ * sandbox can reach either; the caller owns *fd. */
+int sbx_socket(sbx_t *sb, uint16_t port, bool connect, int *fd_out, hearth_error_t *err);
 /* Kill everything, init included, through the cgroup. */
 int sbx_kill(sbx_t *sb, hearth_error_t *err);
 /* Apply spec's memory, CPU and pids limits to a live sandbox (a
