@@ -151,6 +151,13 @@ void api_respond_invocation(hd_inv_t *inv)
         json_decref(log);
         return;
     case HD_OUT_FAILED:
+        if (inv->error_type[0]) { /* a runtime's reported error: no process exited */
+            reply_json(req, 502, "Bad Gateway",
+                       json_pack("{s:s,s:s,s:s,s:o}", "error", "function_failed", "message", inv->message,
+                                 "error_type", inv->error_type, "stderr", log));
+            return;
+        }
+        /* fall through */
     case HD_OUT_CRASHED:
         reply_json(req, 502, "Bad Gateway",
                    json_pack("{s:s,s:s,s:i,s:o}", "error", "function_failed", "message", inv->message,

@@ -159,6 +159,7 @@ struct hd_inv {
     size_t log_len;
     uint64_t cpu_ns;
     char message[256];         /* for errors */
+    char error_type[64];       /* lambda: the runtime's own errorType, when it reported one */
     hd_inv_t *deferred_next;
 };
 

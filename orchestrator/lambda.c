@@ -75,7 +75,8 @@ void lambda_respond(hd_inv_t *inv)
         return;
     }
     /* Lambda answers a function's failure with 200 and says so in a header. */
-    const char *type = inv->outcome == HD_OUT_TIMEOUT  ? "Sandbox.Timedout"
+    const char *type = inv->error_type[0]              ? inv->error_type
+                       : inv->outcome == HD_OUT_TIMEOUT  ? "Sandbox.Timedout"
                        : inv->outcome == HD_OUT_OOM    ? "Runtime.OutOfMemory"
                        : inv->outcome == HD_OUT_START  ? "Runtime.InvalidEntrypoint"
                        : inv->outcome == HD_OUT_FAILED ? "Runtime.ExitError"

@@ -226,8 +226,10 @@ static void reply_status(struct evhttp_request *req, int code, const char *reaso
         evbuffer_free(buf);
 }
 
-/* {"errorMessage", "errorType"} of a runtime's error post, into a message. */
-static void error_text(struct evhttp_request *req, char *out, size_t len, const char *fallback)
+/* {"errorMessage", "errorType"} of a runtime's error post: the message
+ * into out, the type (if any) into type_out. */
+static void error_text(struct evhttp_request *req, char *out, size_t len, char *type_out, size_t type_len,
+                       const char *fallback)
 {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t n = evbuffer_get_length(in);
@@ -237,7 +239,12 @@ static void error_text(struct evhttp_request *req, char *out, size_t len, const 
         json_unpack(o, "{s?s,s?s}", "errorMessage", &msg, "errorType", &type);
     if (type == NULL)
         type = evhttp_find_header(evhttp_request_get_input_headers(req), "Lambda-Runtime-Function-Error-Type");
-    snprintf(out, len, "%s%s%s", type ? type : "", type ? ": " : "", msg ? msg : fallback);
+    if (type_out != NULL) {
+        snprintf(out, len, "%s", msg ? msg : fallback);
+        snprintf(type_out, type_len, "%s", type ? type : "");
+    } else {
+        snprintf(out, len, "%s%s%s", type ? type : "", type ? ": " : "", msg ? msg : fallback);
+    }
     json_decref(o);
 }
 
@@ -271,7 +278,7 @@ static void runtime_route(struct evhttp_request *req, void *arg)
     }
     if (strcmp(p, "init/error") == 0 && m == EVHTTP_REQ_POST) {
         char why[256];
-        error_text(req, why, sizeof(why), "the runtime failed to initialise");
+        error_text(req, why, sizeof(why), NULL, 0, "the runtime failed to initialise");
         reply_status(req, 202, "Accepted", "{\"status\":\"OK\"}");
         if (!rt->up && !rt->failed) {
             rt->failed = true;
@@ -301,7 +308,8 @@ static void runtime_route(struct evhttp_request *req, void *arg)
             }
         } else if (strcmp(what, "error") == 0) {
             c->inv->outcome = HD_OUT_FAILED;
-            error_text(req, c->inv->message, sizeof(c->inv->message), "the function reported an error");
+            error_text(req, c->inv->message, sizeof(c->inv->message), c->inv->error_type,
+                       sizeof(c->inv->error_type), "the function reported an error");
         } else {
             reply_status(req, 404, "Not Found", "{\"errorMessage\":\"unknown route\"}");
             return;

@@ -171,6 +171,11 @@ __attribute__((noreturn)) static void spawner_main(int sock)
     /* Inits are reaped by the kernel; their owners watch pidfds. */
     signal(SIGCHLD, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
+    /* A Ctrl-C or `pkill hearthd` reaches us too: the daemon drains on it
+     * and needs us meanwhile. We go when it goes (PDEATHSIG, or EOF). */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     if (sock != 3 && dup3(sock, 3, O_CLOEXEC) < 0)
         _exit(1);
     syscall(SYS_close_range, 4, ~0U, 0);
