@@ -212,7 +212,8 @@ void api_respond_rejected(hd_inv_t *inv, sched_reject_reason_t reason, uint32_t 
         reply_error(req, 404, "not_found", "the function was removed");
         break;
     case SCHED_REJECT_START_FAILED:
-        reply_error(req, 502, "start_failed", "the function's sandboxes fail to start: %s", inv->hd->fn_error);
+        reply_error(req, 502, "start_failed", "the function's sandboxes fail to start: %s",
+                    hd_start_error(inv->hd, inv->fn->id));
         break;
     case SCHED_REJECT_SHUTDOWN:
         reply_error(req, 503, "shutting_down", "hearthd is shutting down");

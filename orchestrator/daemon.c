@@ -36,6 +36,26 @@ static void charge_overhead(hearth_t *hd, const reg_function_t *fn, uint64_t san
         hearth_log(HEARTH_LOG_ERROR, "overhead of %s/%s not stored: %s", fn->spec->tenant, fn->spec->name, err.msg);
 }
 
+/* Remember why a sandbox of fn failed to start: its callers' 502 names it
+ * (only theirs: another tenant's failure never shows). */
+static void note_start_error(hearth_t *hd, const reg_function_t *fn, const char *why)
+{
+    if (fn == NULL)
+        return;
+    char *copy = strdup(why);
+    if (copy == NULL)
+        return;
+    free(idmap_del(&hd->start_errors, fn->id));
+    if (idmap_put(&hd->start_errors, fn->id, copy) < 0)
+        free(copy);
+}
+
+const char *hd_start_error(hearth_t *hd, uint64_t fn_id)
+{
+    const char *e = idmap_get(&hd->start_errors, fn_id);
+    return e ? e : "";
+}
+
 static void defer_sandbox(hd_sandbox_t *sb, int report)
 {
     hearth_t *hd = sb->hd;
@@ -162,7 +182,7 @@ void hd_sandbox_failed(hd_sandbox_t *sb, const char *why)
 {
     hearth_t *hd = sb->hd;
     hearth_error_t err = {0};
-    snprintf(hd->fn_error, sizeof(hd->fn_error), "%s", why);
+    note_start_error(hd, sb->fn, why);
     hearth_log(HEARTH_LOG_ERROR, "sandbox for %s/%s: %s", sb->fn ? sb->fn->spec->tenant : "-",
                sb->fn ? sb->fn->spec->name : "the prewarm pool", why);
     metrics_add(metrics_series(hd->met.sandbox_fail, (const char *[]){NULL}), 1);
@@ -245,7 +265,7 @@ static void prov_spawn(void *ctx, uint64_t fn_id, uint32_t version, uint64_t san
         return;
     }
     if (start_create(sb, &err) < 0) {
-        snprintf(hd->fn_error, sizeof(hd->fn_error), "%s", err.msg);
+        note_start_error(hd, fn, err.msg);
         hearth_log(HEARTH_LOG_ERROR, "sandbox for %s/%s: %s", fn->spec->tenant, fn->spec->name, err.msg);
         defer_sandbox(sb, HD_REPORT_FAILED);
     }
@@ -375,7 +395,7 @@ static void on_host(evutil_socket_t fd, short what, void *arg)
         }
         uint64_t now = now_ns();
         if (sbx == NULL) {
-            snprintf(hd->fn_error, sizeof(hd->fn_error), "%s", err.msg);
+            note_start_error(hd, sb->fn, err.msg);
             hearth_log(HEARTH_LOG_ERROR, "sandbox for %s: %s", sb->fn ? sb->fn->spec->name : "the prewarm pool",
                        err.msg);
             metrics_add(metrics_series(hd->met.sandbox_fail, (const char *[]){NULL}), 1);
@@ -801,7 +821,7 @@ static int register_metrics(hearth_t *hd, hearth_error_t *err)
 int hd_init(hearth_t *hd, hearth_error_t *err)
 {
     if (idmap_init(&hd->sandboxes, 64) < 0 || idmap_init(&hd->tickets, 64) < 0 ||
-        idmap_init(&hd->invocations, 256) < 0)
+        idmap_init(&hd->invocations, 256) < 0 || idmap_init(&hd->start_errors, 16) < 0)
         return hearth_error_set(err, ENOMEM, "maps");
     if (register_metrics(hd, err) < 0)
         return hearth_error_wrap(err, "metrics");
@@ -883,6 +903,10 @@ void hd_shutdown(hearth_t *hd)
         sandbox_free(v);
         pos = 0; /* sandbox_free changed the map */
     }
+    pos = 0;
+    while (idmap_next(&hd->start_errors, &pos, &v))
+        free(v);
+    idmap_free(&hd->start_errors);
     idmap_free(&hd->sandboxes);
     idmap_free(&hd->tickets);
     idmap_free(&hd->invocations);

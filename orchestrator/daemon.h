@@ -95,7 +95,7 @@ typedef struct hearth {
     uint64_t started_ns;     /* monotonic start, for uptime */
     uint32_t connections;    /* open client connections */
     idmap_t conns;           /* our bufferevent → api.c's connection record */
-    char fn_error[256];      /* last sandbox start failure, for 502 messages */
+    idmap_t start_errors;    /* function id → its last sandbox start failure (malloc'd), for 502s */
     char **tenant_names;     /* scheduler tenant id - 1 → name; only grows, so ids survive SIGHUP */
     size_t n_tenant_names;
 } hearth_t;
@@ -216,6 +216,8 @@ void hd_sandbox_up(hd_sandbox_t *sb);
 void hd_sandbox_failed(hd_sandbox_t *sb, const char *why);
 /* It died on its own while idle: report it (from ev_deferred). */
 void hd_sandbox_died(hd_sandbox_t *sb);
+/* The last reason a sandbox of function fn_id failed to start, or "". */
+const char *hd_start_error(hearth_t *hd, uint64_t fn_id);
 
 /* async.c: invocations accepted with `Prefer: respond-async` */
 int async_start(hearth_t *hd, hearth_error_t *err); /* after hd_init; the journal is open */
