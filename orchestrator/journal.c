@@ -1,4 +1,5 @@
 #include "journal.h"
+#include "sqlschema.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -394,73 +395,6 @@ const char *jnl_cb_state_name(jnl_cb_state_t s)
 
 /* ---- open and close --------------------------------------------------- */
 
-static int make_dirs(const char *path, hearth_error_t *err)
-{
-    struct stat st;
-    if (stat(path, &st) == 0) {
-        if (!S_ISDIR(st.st_mode))
-            return hearth_error_set(err, ENOTDIR, "state_dir %s", path);
-        return 0;
-    }
-    cleanup_free char *p = strdup(path);
-    if (p == NULL)
-        return hearth_error_set(err, ENOMEM, "state_dir");
-    for (char *q = p + 1;; q++) {
-        if (*q != '/' && *q != '\0')
-            continue;
-        char ch = *q;
-        *q = '\0';
-        if (mkdir(p, 0700) < 0 && errno != EEXIST)
-            return hearth_error_sys(err, "create state_dir %s", p);
-        *q = ch;
-        if (ch == '\0')
-            break;
-    }
-    return 0;
-}
-
-static int read_version(jnl_t *j, int *version, hearth_error_t *err)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(j->db, "SELECT value FROM meta WHERE key = 'schema_version'", -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return db_error(j, err, rc, "read schema_version");
-    rc = sqlite3_step(st);
-    *version = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
-    sqlite3_finalize(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return db_error(j, err, rc, "read schema_version");
-    return 0;
-}
-
-static int migrate(jnl_t *j, hearth_error_t *err)
-{
-    if (exec_sql(j, "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value)", err) < 0)
-        return -1;
-    int v;
-    if (read_version(j, &v, err) < 0)
-        return -1;
-    if (v > N_MIGRATIONS)
-        return hearth_error_set(err, EPROTO, "journal: %s has schema version %d, newer than this hearth's %d",
-                                j->path, v, N_MIGRATIONS);
-    for (; v < N_MIGRATIONS; v++) {
-        char bump[128];
-        snprintf(bump, sizeof(bump),
-                 "INSERT INTO meta (key, value) VALUES ('schema_version', %d)"
-                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                 v + 1);
-        if (exec_sql(j, "BEGIN IMMEDIATE", err) < 0)
-            return -1;
-        if (exec_sql(j, migrations[v], err) < 0 || exec_sql(j, bump, err) < 0) {
-            exec_sql(j, "ROLLBACK", NULL);
-            return hearth_error_wrap(err, "migration to schema version %d", v + 1);
-        }
-        if (exec_sql(j, "COMMIT", err) < 0)
-            return -1;
-    }
-    return 0;
-}
-
 static void free_all(jnl_t *j)
 {
     for (int i = 0; i < N_QUERIES; i++)
@@ -521,7 +455,7 @@ fail:
 
 int jnl_open(const char *state_dir, jnl_t **out, jnl_open_stats_t *stats, hearth_error_t *err)
 {
-    if (make_dirs(state_dir, err) < 0)
+    if (sqlschema_make_dirs(state_dir, err) < 0)
         return -1;
     jnl_t *j = calloc(1, sizeof(*j));
     if (j == NULL)
@@ -546,7 +480,8 @@ int jnl_open(const char *state_dir, jnl_t **out, jnl_open_stats_t *stats, hearth
      * the space back after the checkpoint rather than keep the high mark
      * (it matters most when the disk is nearly full). */
     if (exec_sql(j, "PRAGMA journal_mode = WAL", err) < 0 || exec_sql(j, "PRAGMA synchronous = FULL", err) < 0 ||
-        exec_sql(j, "PRAGMA journal_size_limit = 16777216", err) < 0 || migrate(j, err) < 0)
+        exec_sql(j, "PRAGMA journal_size_limit = 16777216", err) < 0 ||
+        sqlschema_migrate(j->db, "journal", j->path, migrations, N_MIGRATIONS, err) < 0)
         goto fail;
     sqlite3_stmt *mode = NULL;
     if (sqlite3_prepare_v2(j->db, "PRAGMA journal_mode", -1, &mode, NULL) == SQLITE_OK &&
@@ -590,7 +525,7 @@ const char *jnl_path(const jnl_t *j)
 
 int jnl_schema_version(jnl_t *j, int *version, hearth_error_t *err)
 {
-    return read_version(j, version, err);
+    return sqlschema_version(j->db, "journal", version, err);
 }
 
 /* ---- accept and group commit ------------------------------------------ */

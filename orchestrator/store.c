@@ -1,4 +1,5 @@
 #include "store.h"
+#include "sqlschema.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -107,33 +108,6 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* mkdir -p, new components with mode 0700: the database holds every
- * tenant's specs and usage. */
-static int make_dirs(const char *path, hearth_error_t *err)
-{
-    struct stat st;
-    if (stat(path, &st) == 0) {
-        if (!S_ISDIR(st.st_mode))
-            return hearth_error_set(err, ENOTDIR, "state_dir %s", path);
-        return 0;
-    }
-    cleanup_free char *p = strdup(path);
-    if (p == NULL)
-        return hearth_error_set(err, ENOMEM, "state_dir");
-    for (char *q = p + 1;; q++) {
-        if (*q != '/' && *q != '\0')
-            continue;
-        char c = *q;
-        *q = '\0';
-        if (mkdir(p, 0700) < 0 && errno != EEXIST)
-            return hearth_error_sys(err, "create state_dir %s", p);
-        *q = c;
-        if (c == '\0')
-            break;
-    }
-    return 0;
-}
-
 static int exec_sql(store_t *s, const char *sql, hearth_error_t *err)
 {
     char *msg = NULL;
@@ -148,52 +122,10 @@ static int exec_sql(store_t *s, const char *sql, hearth_error_t *err)
     return 0;
 }
 
-static int read_version(store_t *s, int *version, hearth_error_t *err)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = 'schema_version'", -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return db_error(s, err, rc, "read schema_version");
-    rc = sqlite3_step(st);
-    *version = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
-    sqlite3_finalize(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return db_error(s, err, rc, "read schema_version");
-    return 0;
-}
-
-static int migrate(store_t *s, hearth_error_t *err)
-{
-    if (exec_sql(s, "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value)", err) < 0)
-        return -1;
-    int v;
-    if (read_version(s, &v, err) < 0)
-        return -1;
-    if (v > N_MIGRATIONS)
-        return hearth_error_set(err, EPROTO,
-                                "store: %s has schema version %d, newer than this hearth's %d", s->path, v,
-                                N_MIGRATIONS);
-    for (; v < N_MIGRATIONS; v++) {
-        char bump[128];
-        snprintf(bump, sizeof(bump),
-                 "INSERT INTO meta (key, value) VALUES ('schema_version', %d)"
-                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                 v + 1);
-        if (exec_sql(s, "BEGIN IMMEDIATE", err) < 0)
-            return -1;
-        if (exec_sql(s, migrations[v], err) < 0 || exec_sql(s, bump, err) < 0) {
-            exec_sql(s, "ROLLBACK", NULL);
-            return hearth_error_wrap(err, "migration to schema version %d", v + 1);
-        }
-        if (exec_sql(s, "COMMIT", err) < 0)
-            return -1;
-    }
-    return 0;
-}
 
 int store_open(const char *state_dir, store_t **out, hearth_error_t *err)
 {
-    if (make_dirs(state_dir, err) < 0)
+    if (sqlschema_make_dirs(state_dir, err) < 0)
         return -1;
     store_t *s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -216,7 +148,8 @@ int store_open(const char *state_dir, store_t **out, hearth_error_t *err)
      * on a file system without shared memory support WAL is refused. */
     sqlite3_busy_timeout(s->db, 5000);
     if (exec_sql(s, "PRAGMA journal_mode = WAL", err) < 0 ||
-        exec_sql(s, "PRAGMA synchronous = NORMAL", err) < 0 || migrate(s, err) < 0) {
+        exec_sql(s, "PRAGMA synchronous = NORMAL", err) < 0 ||
+        sqlschema_migrate(s->db, "store", s->path, migrations, N_MIGRATIONS, err) < 0) {
         hearth_error_wrap(err, "%s", s->path);
         store_close(s);
         return -1;
@@ -251,7 +184,7 @@ const char *store_path(const store_t *s)
 
 int store_schema_version(store_t *s, int *version, hearth_error_t *err)
 {
-    return read_version(s, version, err);
+    return sqlschema_version(s->db, "store", version, err);
 }
 
 /* Run a statement that returns no rows, and reset it. */
