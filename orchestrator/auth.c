@@ -14,20 +14,6 @@ struct auth {
     size_t n_tenants;
 };
 
-static void tenant_free(cfg_tenant_t *t)
-{
-    free(t->name);
-    free(t->tokens_sha256);
-    free(t->uids);
-    for (size_t i = 0; i < t->n_aws_keys; i++) {
-        free(t->aws_keys[i].access_key_id);
-        if (t->aws_keys[i].secret_access_key != NULL)
-            explicit_bzero(t->aws_keys[i].secret_access_key, strlen(t->aws_keys[i].secret_access_key));
-        free(t->aws_keys[i].secret_access_key);
-    }
-    free(t->aws_keys);
-}
-
 static void *memdup(const void *p, size_t n)
 {
     void *q = malloc(n ? n : 1);
@@ -88,7 +74,7 @@ void auth_unref(auth_t *a)
     if (a == NULL || --a->refs > 0)
         return;
     for (size_t i = 0; i < a->n_tenants; i++)
-        tenant_free(&a->tenants[i]);
+        cfg_tenant_clear(&a->tenants[i]);
     free(a->tenants);
     free(a);
 }

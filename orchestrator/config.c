@@ -496,7 +496,7 @@ static int read_array(json_t *v, const char *path, size_t max, const char *what,
     return 0;
 }
 
-static void tenant_clear(cfg_tenant_t *t)
+void cfg_tenant_clear(cfg_tenant_t *t)
 {
     free(t->name);
     free(t->tokens_sha256);
@@ -647,7 +647,7 @@ void cfg_daemon_free(cfg_daemon_t *cfg)
     free(cfg->functions_dir);
     free(cfg->cgroup_root);
     for (size_t i = 0; i < cfg->n_tenants; i++)
-        tenant_clear(&cfg->tenants[i]);
+        cfg_tenant_clear(&cfg->tenants[i]);
     free(cfg->tenants);
     free(cfg);
 }

@@ -122,6 +122,8 @@ int cfg_daemon_parse(const char *json, size_t len, cfg_daemon_t **out, hearth_er
 /* Read and parse a config file; errors are prefixed with its path. */
 int cfg_daemon_load(const char *path, cfg_daemon_t **out, hearth_error_t *err);
 void cfg_daemon_free(cfg_daemon_t *cfg);
+/* Free what a tenant owns (secrets wiped) and zero it. */
+void cfg_tenant_clear(cfg_tenant_t *t);
 /* The tenant called name, or NULL. */
 const cfg_tenant_t *cfg_daemon_tenant(const cfg_daemon_t *cfg, const char *name);
 
