@@ -67,5 +67,6 @@ ssize_t read_file_at(int dirfd, const char *path, char *buf, size_t cap);
 int parse_size(const char *s, uint64_t *out);
 
 uint64_t now_ns(void); /* CLOCK_MONOTONIC */
+int64_t wall_ms(void); /* CLOCK_REALTIME, ms since the epoch */
 
 #endif

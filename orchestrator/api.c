@@ -33,13 +33,6 @@ typedef struct api_conn {
 } api_conn_t;
 
 
-static int64_t now_ms_wall(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* --- replies ----------------------------------------------------------------- */
 
 static void reply_json(struct evhttp_request *req, int code, const char *reason, json_t *body)
@@ -503,7 +496,7 @@ static void handle_invocation(hearth_t *hd, struct evhttp_request *req, const au
     if (retry) {
         if (m != EVHTTP_REQ_POST) {
             reply_error(req, 405, "method_not_allowed", "use POST");
-        } else if (jnl_retry(hd->jnl, id, tenant, now_ms_wall(), &err) < 0) {
+        } else if (jnl_retry(hd->jnl, id, tenant, wall_ms(), &err) < 0) {
             if (err.code == ENOENT)
                 reply_error(req, 404, "not_found", "no invocation `%s`", id);
             else if (err.code == EINVAL)

@@ -24,13 +24,6 @@
 
 static const auth_tenant_t system_caller = {.name = (char *)"hearthd", .admin = true};
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* --- accept ------------------------------------------------------------------ */
 
 static void on_durable(jnl_ticket_t *t, void *arg)

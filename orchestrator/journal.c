@@ -407,9 +407,7 @@ static void free_all(jnl_t *j)
 /* Requeue what a killed predecessor left running (see jnl_open). */
 static int recover(jnl_t *j, jnl_open_stats_t *stats, hearth_error_t *err)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t now = wall_ms();
     if (begin(j, true, err) < 0)
         return -1;
     sqlite3_bind_int64(j->stmt[Q_RECOVER_DEAD], 1, now);

@@ -121,15 +121,14 @@ static void deliver(hd_runtime_t *rt, lambda_call_t *c)
     c->delivered = true;
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     char v[256];
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t deadline = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 + fn->timeout_ms;
+    int64_t now = wall_ms();
+    uint64_t deadline = (uint64_t)now + fn->timeout_ms;
     evhttp_add_header(h, "Lambda-Runtime-Aws-Request-Id", inv->id);
     snprintf(v, sizeof(v), "%" PRIu64, deadline);
     evhttp_add_header(h, "Lambda-Runtime-Deadline-Ms", v);
     snprintf(v, sizeof(v), "arn:aws:lambda:us-east-1:000000000000:function:%s", fn->name);
     evhttp_add_header(h, "Lambda-Runtime-Invoked-Function-Arn", v);
-    snprintf(v, sizeof(v), "Root=1-%08" PRIx64 "-%.24s;Parent=%.16s;Sampled=0", (uint64_t)ts.tv_sec, inv->id,
+    snprintf(v, sizeof(v), "Root=1-%08" PRIx64 "-%.24s;Parent=%.16s;Sampled=0", (uint64_t)(now / 1000), inv->id,
              inv->id + 16);
     evhttp_add_header(h, "Lambda-Runtime-Trace-Id", v);
     evhttp_add_header(h, "Content-Type", "application/json");

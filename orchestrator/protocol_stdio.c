@@ -303,9 +303,7 @@ int proto_stdio_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err)
     char inv_env[64], fn_env[128], deadline_env[64];
     snprintf(inv_env, sizeof(inv_env), "HEARTH_INVOCATION_ID=%s", inv->id);
     snprintf(fn_env, sizeof(fn_env), "HEARTH_FUNCTION=%s", fn->name);
-    struct timespec rt;
-    clock_gettime(CLOCK_REALTIME, &rt);
-    uint64_t deadline = (uint64_t)rt.tv_sec * 1000 + (uint64_t)rt.tv_nsec / 1000000 + fn->timeout_ms;
+    uint64_t deadline = (uint64_t)wall_ms() + fn->timeout_ms;
     snprintf(deadline_env, sizeof(deadline_env), "HEARTH_DEADLINE_MS=%" PRIu64, deadline);
     envp = calloc(fn->n_env + 6, sizeof(*envp));
     size_t ne = 0;

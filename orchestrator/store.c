@@ -101,13 +101,6 @@ static int db_error(store_t *s, hearth_error_t *err, int rc, const char *what)
     return -1;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int exec_sql(store_t *s, const char *sql, hearth_error_t *err)
 {
     char *msg = NULL;
@@ -232,7 +225,7 @@ int store_put_function(store_t *s, const char *tenant, const char *name, const c
     if (bind_text(s, st, 1, tenant, err) < 0 || bind_text(s, st, 2, name, err) < 0 ||
         bind_text(s, st, 3, spec_json, err) < 0)
         return -1;
-    sqlite3_bind_int64(st, 4, now_ms());
+    sqlite3_bind_int64(st, 4, wall_ms());
     int rc = sqlite3_step(st);
     int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     /* RETURNING: the row is produced before the statement completes. */

@@ -37,13 +37,6 @@ static const char *fresh_dir(void)
     return state;
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void make_id(char id[33], unsigned n)
 {
     snprintf(id, 33, "%032x", n);
