@@ -21,6 +21,18 @@ int hearth_error_set(hearth_error_t *err, int errnum, const char *fmt, ...)
     return -1;
 }
 
+int hearth_error_tag(hearth_error_t *err, int code, const char *fmt, ...)
+{
+    if (err == NULL)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    va_end(ap);
+    err->code = code;
+    return -1;
+}
+
 int hearth_error_sys(hearth_error_t *err, const char *fmt, ...)
 {
     int saved = errno;

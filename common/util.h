@@ -20,7 +20,11 @@ typedef struct hearth_error {
 /* Fill err with a message (and ": strerror(errnum)" when errnum != 0).
  * Always returns -1 so that callers can `return hearth_error_set(...)`. */
 int hearth_error_set(hearth_error_t *err, int errnum, const char *fmt, ...) HEARTH_PRINTF(3, 4);
-/* Same, with errno as the cause. */
+/* Like hearth_error_set, but code is a kind for the caller to act on
+ * (EINVAL: the input was refused, ENOENT: no such thing, …), not the cause
+ * of a failed call: the message gets no strerror suffix. Returns -1. */
+int hearth_error_tag(hearth_error_t *err, int code, const char *fmt, ...) HEARTH_PRINTF(3, 4);
+/* Same as hearth_error_set, with errno as the cause. */
 int hearth_error_sys(hearth_error_t *err, const char *fmt, ...) HEARTH_PRINTF(2, 3);
 /* Prefix the message already in err with more context. Returns -1. */
 int hearth_error_wrap(hearth_error_t *err, const char *fmt, ...) HEARTH_PRINTF(2, 3);

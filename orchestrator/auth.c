@@ -146,10 +146,7 @@ const auth_tenant_t *auth_at(const auth_t *a, size_t i)
 
 static int bad_header(hearth_error_t *err, const char *why)
 {
-    hearth_error_set(err, 0, "Authorization: %s", why);
-    if (err != NULL)
-        err->code = EINVAL;
-    return -1;
+    return hearth_error_tag(err, EINVAL, "Authorization: %s", why);
 }
 
 /* RFC 6750 b64token / RFC 7235 token68. */

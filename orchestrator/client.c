@@ -68,19 +68,6 @@ typedef struct exchange {
     enum evhttp_request_error req_error;
 } exchange_t;
 
-/* Like hearth_error_set, but the code is a kind for the caller (client.h)
- * rather than the cause of a failed call: no strerror in the message. */
-static int error_kind(hearth_error_t *err, int code, const char *fmt, ...) HEARTH_PRINTF(3, 4);
-static int error_kind(hearth_error_t *err, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-    va_end(ap);
-    err->code = code;
-    return -1;
-}
-
 static void finish(exchange_t *x, int rc)
 {
     if (x->rc != 1)
@@ -390,7 +377,7 @@ static int unix_connect(const char *path, uint32_t timeout_ms, hearth_error_t *e
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(sa.sun_path))
-        return error_kind(err, EINVAL, "socket path `%s` is longer than %zu bytes", path,
+        return hearth_error_tag(err, EINVAL, "socket path `%s` is longer than %zu bytes", path,
                                 sizeof(sa.sun_path) - 1);
     memcpy(sa.sun_path, path, strlen(path) + 1);
     cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -405,7 +392,7 @@ static int unix_connect(const char *path, uint32_t timeout_ms, hearth_error_t *e
     while (rc < 0 && errno == EINTR);
     if (rc < 0) {
         if (errno == EAGAIN || errno == EINPROGRESS)
-            return error_kind(err, ETIMEDOUT, "cannot connect to %s: its queue stayed full for %u ms", path,
+            return hearth_error_tag(err, ETIMEDOUT, "cannot connect to %s: its queue stayed full for %u ms", path,
                                     timeout_ms);
         return hearth_error_sys(err, "cannot connect to %s", path);
     }
@@ -424,7 +411,7 @@ static int unix_exchange(exchange_t *x, const char *method, const char *path, co
     x->bev = bufferevent_socket_new(x->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (x->bev == NULL) {
         close(fd);
-        return error_kind(x->err, ENOMEM, "bufferevent_socket_new failed");
+        return hearth_error_tag(x->err, ENOMEM, "bufferevent_socket_new failed");
     }
     x->head = strcmp(method, "HEAD") == 0;
     struct evbuffer *out = bufferevent_get_output(x->bev);
@@ -442,10 +429,10 @@ static int unix_exchange(exchange_t *x, const char *method, const char *path, co
     if (rc >= 0 && body_len > 0)
         rc = evbuffer_add_reference(out, body, body_len, NULL, NULL);
     if (rc < 0)
-        return error_kind(x->err, ENOMEM, "cannot build the request");
+        return hearth_error_tag(x->err, ENOMEM, "cannot build the request");
     bufferevent_setcb(x->bev, unix_read_cb, NULL, unix_event_cb, x);
     if (bufferevent_enable(x->bev, EV_READ | EV_WRITE) < 0)
-        return error_kind(x->err, EIO, "bufferevent_enable failed");
+        return hearth_error_tag(x->err, EIO, "bufferevent_enable failed");
     return 0;
 }
 
@@ -524,11 +511,11 @@ static int http_exchange(exchange_t *x, const char *method, const char *path, co
     else if (strcmp(method, "HEAD") == 0)
         type = EVHTTP_REQ_HEAD;
     else
-        return error_kind(x->err, EINVAL, "method %s is not supported", method);
+        return hearth_error_tag(x->err, EINVAL, "method %s is not supported", method);
 
     struct evhttp_uri *uri = evhttp_uri_parse_with_flags(o->url, 0);
     if (uri == NULL)
-        return error_kind(x->err, EINVAL, "`%s` is not a URL (e.g. http://127.0.0.1:8080)", o->url);
+        return hearth_error_tag(x->err, EINVAL, "`%s` is not a URL (e.g. http://127.0.0.1:8080)", o->url);
     int rc = -1;
     const char *scheme = evhttp_uri_get_scheme(uri);
     const char *host = evhttp_uri_get_host(uri);
@@ -537,22 +524,22 @@ static int http_exchange(exchange_t *x, const char *method, const char *path, co
     char hostbuf[256], hosthdr[300];
     cleanup_free char *target = NULL;
     if (scheme == NULL || strcasecmp(scheme, "http") != 0) {
-        error_kind(x->err, EINVAL, "`%s`: only http:// URLs are supported", o->url);
+        hearth_error_tag(x->err, EINVAL, "`%s`: only http:// URLs are supported", o->url);
         goto out;
     }
     if (host == NULL || host[0] == '\0' || strlen(host) >= sizeof(hostbuf)) {
-        error_kind(x->err, EINVAL, "`%s`: no host", o->url);
+        hearth_error_tag(x->err, EINVAL, "`%s`: no host", o->url);
         goto out;
     }
     if (evhttp_uri_get_query(uri) != NULL || evhttp_uri_get_fragment(uri) != NULL ||
         evhttp_uri_get_userinfo(uri) != NULL) {
-        error_kind(x->err, EINVAL, "`%s`: a daemon URL has no user, query or fragment", o->url);
+        hearth_error_tag(x->err, EINVAL, "`%s`: a daemon URL has no user, query or fragment", o->url);
         goto out;
     }
     if (port < 0)
         port = 80;
     if (port == 0 || port > 65535) {
-        error_kind(x->err, EINVAL, "`%s`: bad port", o->url);
+        hearth_error_tag(x->err, EINVAL, "`%s`: bad port", o->url);
         goto out;
     }
     snprintf(hosthdr, sizeof(hosthdr), "%s:%d", host, port);
@@ -569,13 +556,13 @@ static int http_exchange(exchange_t *x, const char *method, const char *path, co
         pl--;
     if (asprintf(&target, "%.*s%s", (int)pl, pl ? prefix : "", path) < 0) {
         target = NULL;
-        error_kind(x->err, ENOMEM, "out of memory");
+        hearth_error_tag(x->err, ENOMEM, "out of memory");
         goto out;
     }
 
     x->evcon = evhttp_connection_base_new(x->base, NULL, hostbuf, (uint16_t)port);
     if (x->evcon == NULL) {
-        error_kind(x->err, ENOMEM, "evhttp_connection_base_new failed");
+        hearth_error_tag(x->err, ENOMEM, "evhttp_connection_base_new failed");
         goto out;
     }
     uint32_t req_ms = o->request_timeout_ms ? o->request_timeout_ms : DEFAULT_REQUEST_MS;
@@ -587,7 +574,7 @@ static int http_exchange(exchange_t *x, const char *method, const char *path, co
 
     struct evhttp_request *req = evhttp_request_new(http_done_cb, x);
     if (req == NULL) {
-        error_kind(x->err, ENOMEM, "evhttp_request_new failed");
+        hearth_error_tag(x->err, ENOMEM, "evhttp_request_new failed");
         goto out;
     }
     evhttp_request_set_error_cb(req, http_error_cb);
@@ -605,19 +592,19 @@ static int http_exchange(exchange_t *x, const char *method, const char *path, co
         ok = evbuffer_add_reference(evhttp_request_get_output_buffer(req), body, body_len, NULL, NULL) == 0;
     if (!ok) {
         evhttp_request_free(req);
-        error_kind(x->err, ENOMEM, "cannot build the request");
+        hearth_error_tag(x->err, ENOMEM, "cannot build the request");
         goto out;
     }
     /* From here evhttp owns req. */
     if (evhttp_make_request(x->evcon, req, type, target) < 0) {
-        error_kind(x->err, ECONNREFUSED, "cannot connect to %s", o->url);
+        hearth_error_tag(x->err, ECONNREFUSED, "cannot connect to %s", o->url);
         goto out;
     }
     uint32_t conn_ms = o->connect_timeout_ms ? o->connect_timeout_ms : DEFAULT_CONNECT_MS;
     struct timeval ctv = {.tv_sec = conn_ms / 1000, .tv_usec = (conn_ms % 1000) * 1000};
     x->connect_timer = evtimer_new(x->base, on_connect_check, x);
     if (x->connect_timer == NULL || evtimer_add(x->connect_timer, &ctv) < 0) {
-        error_kind(x->err, ENOMEM, "evtimer_new failed");
+        hearth_error_tag(x->err, ENOMEM, "evtimer_new failed");
         goto out;
     }
     rc = 0;
@@ -653,16 +640,16 @@ int client_request(const client_opts_t *opts, const char *method, const char *pa
     memset(resp, 0, sizeof(*resp));
     TAILQ_INIT(&resp->headers);
     if (path[0] != '/')
-        return error_kind(err, EINVAL, "request path `%s` does not start with /", path);
+        return hearth_error_tag(err, EINVAL, "request path `%s` does not start with /", path);
     if (strpbrk(path, " \r\n\t") != NULL)
-        return error_kind(err, EINVAL, "request path `%s` has spaces or line breaks", path);
+        return hearth_error_tag(err, EINVAL, "request path `%s` has spaces or line breaks", path);
     if (opts->url == NULL && (opts->socket_path == NULL || opts->socket_path[0] == '\0'))
-        return error_kind(err, EINVAL, "neither a socket nor a URL to reach the daemon");
+        return hearth_error_tag(err, EINVAL, "neither a socket nor a URL to reach the daemon");
     if (opts->token != NULL && (!header_text_ok(opts->token, false) || strlen(opts->token) > 4096))
-        return error_kind(err, EINVAL, "the token has control characters or is over 4096 bytes");
+        return hearth_error_tag(err, EINVAL, "the token has control characters or is over 4096 bytes");
     for (size_t i = 0; i < n_headers; i++)
         if (!header_text_ok(headers[i].name, true) || !header_text_ok(headers[i].value, false))
-            return error_kind(err, EINVAL, "header `%s` has characters HTTP does not allow", headers[i].name);
+            return hearth_error_tag(err, EINVAL, "header `%s` has characters HTTP does not allow", headers[i].name);
 
     /* A write to a daemon that already closed must be an error, not death. */
     struct sigaction old;
@@ -682,7 +669,7 @@ int client_request(const client_opts_t *opts, const char *method, const char *pa
     x.body = evbuffer_new();
     x.deadline = x.base ? evtimer_new(x.base, on_deadline, &x) : NULL;
     if (x.base == NULL || x.body == NULL || x.deadline == NULL) {
-        error_kind(err, ENOMEM, "cannot set up an event loop");
+        hearth_error_tag(err, ENOMEM, "cannot set up an event loop");
         goto out;
     }
     uint64_t total_ms = (uint64_t)(opts->connect_timeout_ms ? opts->connect_timeout_ms : DEFAULT_CONNECT_MS) +
@@ -705,7 +692,7 @@ int client_request(const client_opts_t *opts, const char *method, const char *pa
         size_t n = evbuffer_get_length(x.body);
         resp->body = malloc(n + 1);
         if (resp->body == NULL) {
-            rc = error_kind(err, ENOMEM, "out of memory for a %zu-byte response", n);
+            rc = hearth_error_tag(err, ENOMEM, "out of memory for a %zu-byte response", n);
             goto out;
         }
         evbuffer_remove(x.body, resp->body, n);

@@ -28,17 +28,7 @@
 #define MAX_FUNCTION_FILES 10000
 
 /* Refusals of input carry EINVAL without a strerror suffix. */
-HEARTH_PRINTF(2, 3) static int invalid(hearth_error_t *err, const char *fmt, ...)
-{
-    if (err == NULL)
-        return -1;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-    va_end(ap);
-    err->code = EINVAL;
-    return -1;
-}
+#define invalid(err, ...) hearth_error_tag(err, EINVAL, __VA_ARGS__)
 
 static int nomem(hearth_error_t *err)
 {

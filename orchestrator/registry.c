@@ -31,18 +31,6 @@ struct registry {
     void *on_change_arg;
 };
 
-HEARTH_PRINTF(3, 4) static int fail(hearth_error_t *err, int code, const char *fmt, ...)
-{
-    if (err == NULL)
-        return -1;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-    va_end(ap);
-    err->code = code;
-    return -1;
-}
-
 static uint64_t key_hash(const char *tenant, const char *name)
 {
     uint64_t h = 1469598103934665603ULL;
@@ -143,7 +131,7 @@ static int insert(registry_t *r, reg_function_t *fn, hearth_error_t *err)
             free(s->tenant);
         free(s);
         reg_function_unref(fn);
-        return fail(err, ENOMEM, "registry: out of memory");
+        return hearth_error_tag(err, ENOMEM, "registry: out of memory");
     }
     if (r->n + 1 > r->size)
         grow(r);
@@ -204,12 +192,12 @@ static reg_function_t *from_row(const store_function_t *row, hearth_error_t *err
         return NULL;
     if (strcmp(spec->tenant, row->tenant) != 0 || strcmp(spec->name, row->name) != 0) {
         cfg_function_free(spec);
-        fail(err, EINVAL, "stored spec names %s/%s", spec->tenant, spec->name);
+        hearth_error_tag(err, EINVAL, "stored spec names %s/%s", spec->tenant, spec->name);
         return NULL;
     }
     reg_function_t *f = fn_new(spec, REG_SOURCE_API, NULL, row->version);
     if (f == NULL)
-        fail(err, ENOMEM, "registry: out of memory");
+        hearth_error_tag(err, ENOMEM, "registry: out of memory");
     return f;
 }
 
@@ -226,7 +214,7 @@ static int load_row(const store_function_t *row, void *arg)
     reg_function_t *f = from_row(row, &e);
     if (f == NULL) {
         if (e.code == ENOMEM)
-            return fail(c->err, ENOMEM, "registry: out of memory");
+            return hearth_error_tag(c->err, ENOMEM, "registry: out of memory");
         /* One bad row must not keep the daemon from starting: skip it
          * and say so (the row stays in the store for inspection). */
         if (c->stats->invalid++ == 0)
@@ -266,7 +254,7 @@ int reg_reload_dir(registry_t *r, reg_reload_stats_t *stats, hearth_error_t *err
                 stats->shadowed++;
             reg_function_t *f = fn_new(spec, REG_SOURCE_FILE, list.paths[i], s->fn->version + 1);
             if (f == NULL) {
-                rc = fail(err, ENOMEM, "registry: out of memory");
+                rc = hearth_error_tag(err, ENOMEM, "registry: out of memory");
                 break;
             }
             replace(r, s, f);
@@ -275,7 +263,7 @@ int reg_reload_dir(registry_t *r, reg_reload_stats_t *stats, hearth_error_t *err
         }
         reg_function_t *f = fn_new(spec, REG_SOURCE_FILE, list.paths[i], 1);
         if (f == NULL || insert(r, f, err) < 0) {
-            rc = f == NULL ? fail(err, ENOMEM, "registry: out of memory") : -1;
+            rc = f == NULL ? hearth_error_tag(err, ENOMEM, "registry: out of memory") : -1;
             break;
         }
         stats->added++;
@@ -295,7 +283,7 @@ int reg_reload_dir(registry_t *r, reg_reload_stats_t *stats, hearth_error_t *err
             hearth_error_t e = {0};
             int found = r->store ? store_get_function(r->store, s->tenant, s->name, &row, &e) : 0;
             if (found < 0)
-                return fail(err, e.code, "%s", e.msg);
+                return hearth_error_tag(err, e.code, "%s", e.msg);
             if (found == 1) {
                 reg_function_t *f = from_row(&row, &e);
                 store_function_clear(&row);
@@ -324,7 +312,7 @@ int reg_open(store_t *store, const char *functions_dir, registry_t **out, reg_re
     memset(stats, 0, sizeof(*stats));
     registry_t *r = calloc(1, sizeof(*r));
     if (r == NULL)
-        return fail(err, ENOMEM, "registry: out of memory");
+        return hearth_error_tag(err, ENOMEM, "registry: out of memory");
     r->store = store;
     r->size = 64;
     r->by_name = calloc(r->size, sizeof(slot_t *));
@@ -332,7 +320,7 @@ int reg_open(store_t *store, const char *functions_dir, registry_t **out, reg_re
     if (r->by_name == NULL || r->by_id == NULL ||
         (functions_dir != NULL && functions_dir[0] != '\0' && (r->functions_dir = strdup(functions_dir)) == NULL)) {
         reg_close(r);
-        return fail(err, ENOMEM, "registry: out of memory");
+        return hearth_error_tag(err, ENOMEM, "registry: out of memory");
     }
     if (store != NULL) {
         load_ctx_t c = {r, stats, err};
@@ -383,16 +371,16 @@ int reg_put(registry_t *r, const auth_t *auth, const auth_tenant_t *caller, cfg_
 {
     if (!auth_may_act(caller, spec->tenant)) {
         cfg_function_free(spec);
-        return fail(err, EACCES, "tenant: only an admin may deploy for another tenant");
+        return hearth_error_tag(err, EACCES, "tenant: only an admin may deploy for another tenant");
     }
     if (auth != NULL && auth_by_name(auth, spec->tenant) == NULL) {
-        fail(err, EINVAL, "tenant: unknown tenant `%s`", spec->tenant);
+        hearth_error_tag(err, EINVAL, "tenant: unknown tenant `%s`", spec->tenant);
         cfg_function_free(spec);
         return -1;
     }
     slot_t *s = find(r, spec->tenant, spec->name);
     if (s != NULL && s->fn->source == REG_SOURCE_FILE) {
-        fail(err, EEXIST, "%s/%s is defined by %s; change that file instead", spec->tenant, spec->name,
+        hearth_error_tag(err, EEXIST, "%s/%s is defined by %s; change that file instead", spec->tenant, spec->name,
              s->fn->path);
         cfg_function_free(spec);
         return -1;
@@ -408,7 +396,7 @@ int reg_put(registry_t *r, const auth_t *auth, const auth_tenant_t *caller, cfg_
     char *text = cfg_function_dump(spec);
     if (text == NULL) {
         cfg_function_free(spec);
-        return fail(err, ENOMEM, "registry: out of memory");
+        return hearth_error_tag(err, ENOMEM, "registry: out of memory");
     }
     bool was_created = false;
     int64_t version = 0;
@@ -420,7 +408,7 @@ int reg_put(registry_t *r, const auth_t *auth, const auth_tenant_t *caller, cfg_
     }
     reg_function_t *f = fn_new(spec, REG_SOURCE_API, NULL, version);
     if (f == NULL)
-        return fail(err, ENOMEM, "registry: out of memory");
+        return hearth_error_tag(err, ENOMEM, "registry: out of memory");
     if (s != NULL)
         replace(r, s, f);
     else if (insert(r, f, err) < 0)
@@ -445,9 +433,9 @@ int reg_delete(registry_t *r, const auth_tenant_t *caller, const char *tenant, c
 {
     slot_t *s = auth_may_act(caller, tenant) ? find(r, tenant, name) : NULL;
     if (s == NULL)
-        return fail(err, ENOENT, "function %s not found", name);
+        return hearth_error_tag(err, ENOENT, "function %s not found", name);
     if (s->fn->source == REG_SOURCE_FILE)
-        return fail(err, EEXIST, "%s/%s is defined by %s; remove that file instead", tenant, name, s->fn->path);
+        return hearth_error_tag(err, EEXIST, "%s/%s is defined by %s; remove that file instead", tenant, name, s->fn->path);
     if (store_delete_function(r->store, tenant, name, err) < 0)
         return -1;
     remove_slot(r, s);
@@ -465,7 +453,7 @@ int reg_list(registry_t *r, const auth_tenant_t *caller, const char *tenant, reg
              hearth_error_t *err)
 {
     if (caller == NULL)
-        return fail(err, EACCES, "no caller");
+        return hearth_error_tag(err, EACCES, "no caller");
     if (tenant == NULL && !caller->admin)
         tenant = caller->name;
     *out = NULL;
@@ -474,7 +462,7 @@ int reg_list(registry_t *r, const auth_tenant_t *caller, const char *tenant, reg
         return 0; /* nothing visible, exactly like a tenant without functions */
     reg_function_t **list = calloc(r->n + 1, sizeof(*list));
     if (list == NULL)
-        return fail(err, ENOMEM, "registry: out of memory");
+        return hearth_error_tag(err, ENOMEM, "registry: out of memory");
     size_t k = 0;
     for (size_t b = 0; b < r->size; b++)
         for (slot_t *s = r->by_name[b]; s != NULL; s = s->next_name)
