@@ -60,6 +60,8 @@ struct sbx_cgroups {
     char hier_path[SBX_CG_MAX_HIER][256]; /* mount point + "/" + root */
     char hier_ctrl[SBX_CG_MAX_HIER][64];  /* v1 controllers of that mount, e.g. "cpu,cpuacct" */
     int hier_dirfd[SBX_CG_MAX_HIER];   /* O_PATH|O_DIRECTORY of hier_path */
+    bool v1_memsw;                     /* v1: swap is accounted (memory.memsw.* exist) */
+    bool v1_swappiness_inherited;      /* v1: our root has swappiness 0, which new children copy */
 };
 
 struct sbx_cgroup {
@@ -67,6 +69,8 @@ struct sbx_cgroup {
     char name[64];                     /* e.g. "sbx-42"; path below our root */
     int dirfd[SBX_CG_MAX_HIER];        /* O_DIRECTORY fds of the sandbox cgroup */
     bool created;
+    sbx_cgroup_limits_t cur;           /* v1: CPU settings as written (a new cgroup's: the kernel's
+                                          defaults), so that only changes are written */
 };
 
 extern const struct sbx_cgroup_ops sbx_cgroup_v1_ops;

@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -64,6 +65,19 @@ static int v1_open_root(sbx_cgroups_t *cgs, hearth_error_t *err)
         if (cgs->hier_dirfd[i] < 0)
             return hearth_error_sys(err, "open %s", cgs->hier_path[i]);
     }
+    /* Settings every sandbox shares are found out, or made, here once
+     * rather than at each creation: memsw exists only with swap
+     * accounting, and a new memory cgroup copies its parent's swappiness
+     * (mem_cgroup_css_alloc), so 0 on our root keeps every sandbox from
+     * swapping. */
+    int mem = hier_of(cgs, "memory");
+    if (mem >= 0) {
+        cgs->v1_memsw = faccessat(cgs->hier_dirfd[mem], "memory.memsw.limit_in_bytes", F_OK, 0) == 0;
+        char cur[16];
+        cgs->v1_swappiness_inherited =
+            (read_file_at(cgs->hier_dirfd[mem], "memory.swappiness", cur, sizeof(cur)) >= 0 && atoi(cur) == 0) ||
+            write_file_at(cgs->hier_dirfd[mem], "memory.swappiness", "0") >= 0;
+    }
     return 0;
 }
 
@@ -77,6 +91,8 @@ static int v1_create(sbx_cgroups_t *cgs, sbx_cgroup_t *cg, hearth_error_t *err)
         if (cg->dirfd[i] < 0)
             return hearth_error_sys(err, "open %s/%s", cgs->hier_path[i], cg->name);
     }
+    /* The kernel's defaults: no quota per 100 ms. */
+    cg->cur = (sbx_cgroup_limits_t){.cpu_period_us = 100000};
     return 0;
 }
 
@@ -93,21 +109,29 @@ static int v1_set_limits(sbx_cgroup_t *cg, const sbx_cgroup_limits_t *lim, heart
     snprintf(buf, sizeof(buf), "%" PRIu64, lim->memory_bytes);
     if (write_file_at(mem, "memory.limit_in_bytes", buf) < 0)
         return hearth_error_sys(err, "set memory.limit_in_bytes of %s", cg->name);
-    /* memsw exists only with swap accounting; without it there is no swap
-     * to charge. swappiness 0 keeps the cgroup from swapping either way. */
-    if (write_file_at(mem, "memory.memsw.limit_in_bytes", buf) < 0 && errno != ENOENT)
+    /* Without swap accounting there is no swap to charge; swappiness 0
+     * keeps the cgroup from swapping either way (see v1_open_root). */
+    if (cg->cgs->v1_memsw && write_file_at(mem, "memory.memsw.limit_in_bytes", buf) < 0)
         return hearth_error_sys(err, "set memory.memsw.limit_in_bytes of %s", cg->name);
-    if (write_file_at(mem, "memory.swappiness", "0") < 0 && errno != ENOENT)
+    if (!cg->cgs->v1_swappiness_inherited && write_file_at(mem, "memory.swappiness", "0") < 0 && errno != ENOENT)
         return hearth_error_sys(err, "set memory.swappiness of %s", cg->name);
-    snprintf(buf, sizeof(buf), "%" PRIu64, lim->cpu_period_us);
-    if (write_file_at(cpu, "cpu.cfs_period_us", buf) < 0)
-        return hearth_error_sys(err, "set cpu.cfs_period_us of %s", cg->name);
-    if (lim->cpu_quota_us > 0)
-        snprintf(buf, sizeof(buf), "%" PRIu64, lim->cpu_quota_us);
-    else
-        snprintf(buf, sizeof(buf), "-1");
-    if (write_file_at(cpu, "cpu.cfs_quota_us", buf) < 0)
-        return hearth_error_sys(err, "set cpu.cfs_quota_us of %s", cg->name);
+    /* CPU bandwidth writes are among the dearest (they walk every CPU's
+     * runqueue): only changes are written. */
+    if (lim->cpu_period_us != cg->cur.cpu_period_us) {
+        snprintf(buf, sizeof(buf), "%" PRIu64, lim->cpu_period_us);
+        if (write_file_at(cpu, "cpu.cfs_period_us", buf) < 0)
+            return hearth_error_sys(err, "set cpu.cfs_period_us of %s", cg->name);
+        cg->cur.cpu_period_us = lim->cpu_period_us;
+    }
+    if (lim->cpu_quota_us != cg->cur.cpu_quota_us) {
+        if (lim->cpu_quota_us > 0)
+            snprintf(buf, sizeof(buf), "%" PRIu64, lim->cpu_quota_us);
+        else
+            snprintf(buf, sizeof(buf), "-1");
+        if (write_file_at(cpu, "cpu.cfs_quota_us", buf) < 0)
+            return hearth_error_sys(err, "set cpu.cfs_quota_us of %s", cg->name);
+        cg->cur.cpu_quota_us = lim->cpu_quota_us;
+    }
     snprintf(buf, sizeof(buf), "%u", lim->pids);
     if (write_file_at(pids, "pids.max", buf) < 0)
         return hearth_error_sys(err, "set pids.max of %s", cg->name);

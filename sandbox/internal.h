@@ -58,6 +58,7 @@ typedef struct sbx_spawn_req {
     bool into_cgroup;          /* v2: clone3(CLONE_INTO_CGROUP) with cg_fds[0] */
     bool cg_later;             /* v1: the cgroups are made while the child builds its root; their
                                   n_cg_fds fds come with sbx_spawn_release (cg_fds unused) */
+    struct sbx_netns_stock *netns; /* network namespaces made ahead, or NULL */
 } sbx_spawn_req_t;
 
 typedef struct sbx_spawn_res {
@@ -71,13 +72,25 @@ typedef struct sbx_spawn_res {
  * the sandboxes' parent role (the spawner, or `hearth run` itself).
  * A creation in progress is a small state machine driven by the child's
  * messages, so that the spawner can have many under way at once. */
+/* netns.c: network namespaces (only lo, up) for new sandboxes. A stock is
+ * a thread making them ahead of need: it keeps target of them ready, or
+ * (refill false) makes target once and ends. */
+typedef struct sbx_netns_stock sbx_netns_stock_t;
+int sbx_netns_stock_start(int target, bool refill, sbx_netns_stock_t **out, hearth_error_t *err);
+void sbx_netns_stock_stop(sbx_netns_stock_t *st);
+/* One sandbox's namespace: promised from the stock (st may be NULL) if it
+ * has one to spare, else made on a thread of its own. finish returns the
+ * namespace's fd (waiting for it), or -1 with err filled; the job is freed. */
 typedef struct sbx_netns_job sbx_netns_job_t;
+int sbx_netns_job_start(sbx_netns_stock_t *st, sbx_netns_job_t **out, hearth_error_t *err);
+int sbx_netns_job_finish(sbx_netns_job_t *job, hearth_error_t *err);
+
 typedef struct sbx_spawning {
     pid_t pid;  /* host pid of the child */
     int pidfd;
     int sock;   /* our end of the handshake (later: control) socket */
     uid_t uid;  /* host uid/gid to map root to */
-    sbx_netns_job_t *net; /* the thread making the child's network namespace, until released */
+    sbx_netns_job_t *net; /* the child's network namespace on its way, until released */
     int n_cg;   /* cgroup fds the child expects with the release (v1) */
     bool mapped; /* uid/gid maps written and 'G' sent: init reads its control socket next */
 } sbx_spawning_t;
@@ -106,7 +119,8 @@ int sbx_caps_drop_all(hearth_error_t *err);
 /* spawner.c: requests carry a ticket; answers come back, possibly out of
  * order, with theirs. */
 typedef struct sbx_spawner sbx_spawner_t;
-int sbx_spawner_start(sbx_spawner_t **out, hearth_error_t *err);
+/* netns_ahead: network namespaces the spawner keeps ready. */
+int sbx_spawner_start(int netns_ahead, sbx_spawner_t **out, hearth_error_t *err);
 int sbx_spawner_fd(const sbx_spawner_t *sp);
 int sbx_spawner_send(sbx_spawner_t *sp, uint64_t ticket, const sbx_spawn_req_t *req, hearth_error_t *err);
 /* Read one answer (blocking unless the fd is non-blocking: then 0 when

@@ -1,8 +1,8 @@
 /* Creating a sandbox: clone its init into fresh pid, mount, uts and ipc
- * namespaces and build its root, while a thread of the parent makes its
- * network namespace (and the parent, on cgroup v1, its cgroups); enter
- * those; then give it a user namespace and a cgroup namespace and drop
- * every privilege.
+ * namespaces and build its root, while its network namespace is made on a
+ * thread of the parent or was made ahead (netns.c) and the parent, on
+ * cgroup v1, makes its cgroups; enter those; then give it a user namespace
+ * and a cgroup namespace and drop every privilege.
  *
  * Why the user namespace comes last: mounts copied into a mount namespace
  * owned by a new user namespace are "locked", and the kernel then refuses
@@ -20,13 +20,10 @@
 #include <grp.h>
 #include <linux/openat2.h>
 #include <linux/sched.h>
-#include <net/if.h>
-#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -242,21 +239,6 @@ static int setup_root(const sbx_spec_t *spec, hearth_error_t *err)
     return 0;
 }
 
-static int loopback_up(hearth_error_t *err)
-{
-    cleanup_close int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (s < 0)
-        return hearth_error_sys(err, "socket for lo");
-    struct ifreq ifr = {0};
-    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
-    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
-        return hearth_error_sys(err, "get flags of lo");
-    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
-        return hearth_error_sys(err, "bring lo up");
-    return 0;
-}
-
 static int wait_byte(int sync, char want, hearth_error_t *err)
 {
     char c;
@@ -346,7 +328,12 @@ __attribute__((noreturn)) static void child_main(const sbx_spawn_req_t *req, int
     }
     /* Become root of the user namespace for real: until now our kuid is
      * still the host's 0, and the host's supplementary groups are ours. */
-    if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
+    /* Raw system calls: our creator may have other threads (netns.c), and
+     * glibc would then make every thread it knows of change ids too,
+     * signalling threads that do not exist in this process and waiting
+     * for them forever. Only we exist here. */
+    if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, 0, 0, 0) < 0 ||
+        syscall(SYS_setresuid, 0, 0, 0) < 0) {
         hearth_error_sys(&err, "switch to the sandbox's uid");
         child_fail(sync, &err);
     }
@@ -374,54 +361,6 @@ static int write_map(pid_t pid, const char *file, uid_t id, hearth_error_t *err)
     if (write_file_at(AT_FDCWD, path, map) < 0)
         return hearth_error_sys(err, "write %s", path);
     return 0;
-}
-
-/* --- the network namespace, made beside the child -------------------------
- * A new network namespace is the one expensive namespace (FIELD-NOTES:
- * +300-450 us, more here), and clone3 would make it in the caller before
- * the child exists. A thread of ours makes it instead, with lo up, while
- * the child builds its root on another CPU; the child enters it with setns
- * while still host root. The thread is started only after the clone: a
- * child cloned from a multi-threaded process could inherit a lock (malloc's)
- * held by the other thread. */
-
-struct sbx_netns_job {
-    pthread_t thread;
-    int fd;             /* the namespace, or -1 */
-    hearth_error_t err; /* when fd is -1 */
-};
-
-static void *make_netns(void *arg)
-{
-    sbx_netns_job_t *job = arg;
-    /* Only this thread moves; it ends right after, and the fd keeps the
-     * namespace alive. */
-    if (unshare(CLONE_NEWNET) < 0) {
-        hearth_error_sys(&job->err, "unshare network namespace");
-        return NULL;
-    }
-    int fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        hearth_error_sys(&job->err, "open the new network namespace");
-        return NULL;
-    }
-    if (loopback_up(&job->err) < 0) {
-        close(fd);
-        return NULL;
-    }
-    job->fd = fd;
-    return NULL;
-}
-
-/* Join the thread; returns the namespace fd or -1 with err filled. */
-static int netns_finish(sbx_netns_job_t *job, hearth_error_t *err)
-{
-    pthread_join(job->thread, NULL);
-    int fd = job->fd;
-    if (fd < 0)
-        *err = job->err;
-    free(job);
-    return fd;
 }
 
 int sbx_spawn_begin(const sbx_spawn_req_t *req, sbx_spawning_t *sp, hearth_error_t *err)
@@ -460,25 +399,9 @@ int sbx_spawn_begin(const sbx_spawn_req_t *req, sbx_spawning_t *sp, hearth_error
     sp->uid = req->uid;
     sp->n_cg = req->into_cgroup ? 0 : req->n_cg_fds;
     sp->mapped = false;
-    sp->net = calloc(1, sizeof(*sp->net));
-    if (sp->net == NULL) {
-        hearth_error_set(err, ENOMEM, "network namespace");
-        sbx_spawn_abort(sp);
-        return -1;
-    }
-    sp->net->fd = -1;
-    /* A small stack: the thread makes four system calls. */
-    pthread_attr_t attr;
-    int rc = pthread_attr_init(&attr);
-    if (rc == 0) {
-        pthread_attr_setstacksize(&attr, 64 * 1024);
-        rc = pthread_create(&sp->net->thread, &attr, make_netns, sp->net);
-        pthread_attr_destroy(&attr);
-    }
-    if (rc != 0) {
-        free(sp->net);
-        sp->net = NULL;
-        hearth_error_set(err, rc, "start the network namespace thread");
+    sp->net = NULL;
+    /* Its network namespace: from the stock, or made now beside it (netns.c). */
+    if (sbx_netns_job_start(req->netns, &sp->net, err) < 0) {
         sbx_spawn_abort(sp);
         return -1;
     }
@@ -494,7 +417,7 @@ int sbx_spawn_release(sbx_spawning_t *sp, const int *cg_fds, int n_cg_fds, heart
         sbx_spawn_abort(sp);
         return -1;
     }
-    int netfd = netns_finish(sp->net, err);
+    int netfd = sbx_netns_job_finish(sp->net, err);
     sp->net = NULL;
     if (netfd < 0) {
         sbx_spawn_abort(sp);
@@ -524,7 +447,7 @@ void sbx_spawn_abort(sbx_spawning_t *sp)
 {
     if (sp->net != NULL) {
         hearth_error_t ignore;
-        int fd = netns_finish(sp->net, &ignore);
+        int fd = sbx_netns_job_finish(sp->net, &ignore);
         if (fd >= 0)
             close(fd);
         sp->net = NULL;

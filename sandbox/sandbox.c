@@ -34,6 +34,7 @@ struct sbx_host {
     uint64_t next_id;           /* names cgroups sbx-<id> */
     seccomp_entry_t *seccomps;  /* compiled once per profile */
     sbx_spawner_t *spawner;     /* NULL: clone from this process */
+    sbx_netns_stock_t *netns;   /* without a spawner: network namespaces made ahead, or NULL */
     sbx_t *live;                /* every sandbox not yet destroyed */
     sbx_t *pending;             /* asked of the spawner, not yet answered (via ->next) */
     bool shared_root;           /* see sbx_host_config_t */
@@ -139,6 +140,11 @@ int sbx_host_open(const sbx_host_config_t *cfg, sbx_host_t **out, hearth_error_t
         return hearth_error_set(err, ENOMEM, "sandbox host");
     }
     h->next_id = 1;
+    /* First, so that the namespace is being made while we open the rest. */
+    if (!cfg->spawner && sbx_netns_stock_start(cfg->netns_ahead, false, &h->netns, err) < 0) {
+        sbx_host_close(h);
+        return -1;
+    }
     /* Processes sharing a root also share the uid range: start each one's
      * search somewhere else. */
     if (cfg->shared_root)
@@ -156,7 +162,7 @@ int sbx_host_open(const sbx_host_config_t *cfg, sbx_host_t **out, hearth_error_t
         return hearth_error_set(err, ENOMEM, "sandbox host");
     }
     clean_stale(&h->cgs, !cfg->shared_root);
-    if (cfg->spawner && sbx_spawner_start(&h->spawner, err) < 0) {
+    if (cfg->spawner && sbx_spawner_start(cfg->netns_ahead, &h->spawner, err) < 0) {
         sbx_host_close(h);
         return -1;
     }
@@ -172,6 +178,7 @@ void sbx_host_close(sbx_host_t *h)
         sbx_destroy(h->live);
     /* Stopping the spawner kills the inits still being set up. */
     sbx_spawner_stop(h->spawner);
+    sbx_netns_stock_stop(h->netns);
     while (h->pending != NULL) {
         sbx_t *sb = h->pending;
         h->pending = sb->next;
@@ -317,7 +324,7 @@ static void fill_req(sbx_t *sb, const sbx_spec_t *spec, const sbx_seccomp_t *sc,
                      sbx_spawn_req_t *req)
 {
     sbx_host_t *h = sb->host;
-    *req = (sbx_spawn_req_t){.spec = spec, .uid = h->uid_base + sb->uid_slot, .seccomp = sc};
+    *req = (sbx_spawn_req_t){.spec = spec, .uid = h->uid_base + sb->uid_slot, .seccomp = sc, .netns = h->netns};
     if (cg_later) {
         req->cg_later = true;
         req->n_cg_fds = h->cgs.n_hier;

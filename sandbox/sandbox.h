@@ -30,6 +30,9 @@ typedef struct sbx_host_config {
     bool shared_root;        /* others use cgroup_root too (`hearth run` beside a daemon): name our
                                 cgroups run-<pid>-<n>, clean only those of dead processes, and leave
                                 the root in place at close */
+    int netns_ahead;         /* network namespaces made ahead of need, from now on: the spawner keeps
+                                this many ready; without one, this many are made once (a one-shot
+                                run's own). 0: each creation makes its own */
 } sbx_host_config_t;
 
 typedef struct sbx_mount {

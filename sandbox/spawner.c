@@ -109,7 +109,8 @@ static void reply(int sock, uint64_t ticket, pid_t pid, const char *error, const
 }
 
 /* Decode a request and clone its init; 1 if it is now in flight. */
-static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, inflight_t *slot)
+static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, sbx_netns_stock_t *netns,
+                     inflight_t *slot)
 {
     hearth_error_t err = {0};
     uint32_t jlen;
@@ -146,7 +147,7 @@ static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, 
     /* The BPF program follows the JSON; the child keeps its copy. */
     sbx_seccomp_t sc = {.prog = {.len = (unsigned short)(((size_t)n - 4 - jlen) / sizeof(struct sock_filter)),
                                  .filter = (struct sock_filter *)(buf + 4 + jlen)}};
-    sbx_spawn_req_t sreq = {.spec = &spec, .uid = (uid_t)uid, .seccomp = &sc, .into_cgroup = into};
+    sbx_spawn_req_t sreq = {.spec = &spec, .uid = (uid_t)uid, .seccomp = &sc, .into_cgroup = into, .netns = netns};
     for (int i = 0; i < n_fds && i < SBX_CG_MAX_HIER; i++)
         sreq.cg_fds[sreq.n_cg_fds++] = fds[i];
     int started = 0;
@@ -164,7 +165,7 @@ static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, 
     return started;
 }
 
-__attribute__((noreturn)) static void spawner_main(int sock)
+__attribute__((noreturn)) static void spawner_main(int sock, int netns_ahead)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     prctl(PR_SET_NAME, "hearth-spawner");
@@ -183,6 +184,12 @@ __attribute__((noreturn)) static void spawner_main(int sock)
     inflight_t *fl = calloc(MAX_INFLIGHT, sizeof(*fl));
     if (buf == NULL || fl == NULL)
         _exit(1);
+    /* Network namespaces made while nobody waits (netns.c). Without the
+     * stock every creation makes its own: slower, not wrong. */
+    hearth_error_t stock_err;
+    sbx_netns_stock_t *netns = NULL;
+    if (sbx_netns_stock_start(netns_ahead, true, &netns, &stock_err) < 0)
+        netns = NULL;
     int n_fl = 0;
     struct pollfd pfd[MAX_INFLIGHT + 1];
     for (;;) {
@@ -219,7 +226,7 @@ __attribute__((noreturn)) static void spawner_main(int sock)
             if (n == 0 || (n < 0 && errno != EMSGSIZE))
                 _exit(0); /* the daemon is gone; PDEATHSIG takes the inits */
             if (n > 0)
-                n_fl += start_one(3, buf, n, fds, n_fds, &fl[n_fl]);
+                n_fl += start_one(3, buf, n, fds, n_fds, netns, &fl[n_fl]);
             else
                 reply(3, 0, 0, "spawner: request too large", NULL, 0);
             for (int i = 0; i < n_fds; i++)
@@ -228,7 +235,7 @@ __attribute__((noreturn)) static void spawner_main(int sock)
     }
 }
 
-int sbx_spawner_start(sbx_spawner_t **out, hearth_error_t *err)
+int sbx_spawner_start(int netns_ahead, sbx_spawner_t **out, hearth_error_t *err)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
@@ -241,7 +248,7 @@ int sbx_spawner_start(sbx_spawner_t **out, hearth_error_t *err)
     }
     if (pid == 0) {
         close(sv[0]);
-        spawner_main(sv[1]);
+        spawner_main(sv[1], netns_ahead);
     }
     close(sv[1]);
     sbx_spawner_t *sp = calloc(1, sizeof(*sp));

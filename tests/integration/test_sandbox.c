@@ -890,7 +890,7 @@ static void t_spawner(void)
     char root[96];
     snprintf(root, sizeof(root), "%s-sp", cg_root);
     sbx_host_config_t hc = {.cgroup_root = root, .uid_base = UID_BASE + UID_COUNT / 2, .uid_count = UID_COUNT / 2,
-                            .spawner = true};
+                            .spawner = true, .netns_ahead = 2};
     sbx_host_t *h = NULL;
     hearth_error_t err = {0};
     REQUIRE(sbx_host_open(&hc, &h, &err) == 0, "host with spawner: %s", err.msg);
@@ -1007,7 +1007,9 @@ int main(void)
     }
     find_paths();
     snprintf(cg_root, sizeof(cg_root), "hearth/test-%d", (int)getpid());
-    sbx_host_config_t hc = {.cgroup_root = cg_root, .uid_base = UID_BASE, .uid_count = UID_COUNT / 2};
+    /* One network namespace made ahead, as `hearth run` does: the first
+     * sandbox is cloned while that thread runs. */
+    sbx_host_config_t hc = {.cgroup_root = cg_root, .uid_base = UID_BASE, .uid_count = UID_COUNT / 2, .netns_ahead = 1};
     hearth_error_t err = {0};
     if (sbx_host_open(&hc, &host, &err) < 0) {
         printf("# sbx_host_open: %s\n", err.msg);
