@@ -136,6 +136,16 @@ void api_respond_invocation(hd_inv_t *inv)
     evhttp_add_header(h, "X-Hearth-Duration-Ms", v);
     snprintf(v, sizeof(v), "%.3f", (double)inv->cpu_ns / 1e6);
     evhttp_add_header(h, "X-Hearth-Cpu-Ms", v);
+    if (inv->http != NULL && inv->http->status != 0) {
+        /* An http function's answer, as its server gave it. */
+        struct evkeyval *kv;
+        TAILQ_FOREACH(kv, &inv->http->resp_headers, next)
+        evhttp_add_header(h, kv->key, kv->value);
+        if (evhttp_find_header(h, "Content-Type") == NULL && evbuffer_get_length(inv->output) > 0)
+            evhttp_add_header(h, "Content-Type", "application/octet-stream");
+        evhttp_send_reply(req, inv->http->status, inv->http->reason[0] ? inv->http->reason : NULL, inv->output);
+        return;
+    }
     json_t *log = json_stringn_nocheck(inv->log_tail, inv->log_len);
     switch (inv->outcome) {
     case HD_OUT_OK:
@@ -268,6 +278,30 @@ static int split_path(const char *path, char seg[][128], int max)
     return n;
 }
 
+/* For /v1[/tenants/{t}]/functions/{name}/invocations/SUB: the offset of
+ * /SUB in the raw path, or -1 when nothing follows .../invocations. SUB
+ * stays undecoded: it is an http function's own path. */
+static ssize_t invocations_sub(const char *path)
+{
+    const char *p = path;
+    if (strncmp(p, "/v1/", 4) != 0)
+        return -1;
+    p += 4;
+    if (strncmp(p, "tenants/", 8) == 0) {
+        size_t t = strcspn(p + 8, "/");
+        if (t == 0 || p[8 + t] != '/')
+            return -1;
+        p += 8 + t + 1;
+    }
+    if (strncmp(p, "functions/", 10) != 0)
+        return -1;
+    p += 10;
+    size_t n = strcspn(p, "/");
+    if (n == 0 || p[n] != '/' || strncmp(p + n + 1, "invocations/", 12) != 0)
+        return -1;
+    return (p + n + 12) - path;
+}
+
 static json_t *function_json(const reg_function_t *f)
 {
     json_t *o = cfg_function_to_json(f->spec);
@@ -320,14 +354,13 @@ static void handle_put(hearth_t *hd, struct evhttp_request *req, const auth_tena
     cfg_function_t *spec = NULL;
     int rc = cfg_function_from_json(obj, spec_tenant, &spec, &err);
     json_decref(obj);
+    /* A spec from the API names host paths only where the operator's
+     * mount_sources and rootfs_dirs allow (functions_dir specs are the
+     * operator's own and skip the allowlist). */
+    if (rc == 0 && (rc = cfg_function_check_paths(hd->cfg, spec, false, NULL, &err)) < 0)
+        cfg_function_free(spec);
     if (rc < 0) {
         reply_error(req, 400, "bad_spec", "%s", err.msg);
-        return;
-    }
-    if (spec->protocol == CFG_PROTO_HTTP) {
-        reply_error(req, 400, "bad_spec", "protocol: `%s` is not supported yet; use `stdio`",
-                    cfg_protocol_name(spec->protocol));
-        cfg_function_free(spec);
         return;
     }
     bool created = false;
@@ -359,12 +392,15 @@ static void handle_list(hearth_t *hd, struct evhttp_request *req, const auth_ten
     reply_json(req, 200, "OK", json_pack("{s:o}", "functions", arr));
 }
 
-static void handle_invoke(hearth_t *hd, struct evhttp_request *req, api_conn_t *c, const reg_function_t *fn)
+/* sub: for an http function, the raw path below .../invocations (NULL: none). */
+static void handle_invoke(hearth_t *hd, struct evhttp_request *req, api_conn_t *c, const reg_function_t *fn,
+                          const char *sub)
 {
     if (hd->draining) {
         reply_error(req, 503, "shutting_down", "hearthd is shutting down");
         return;
     }
+    bool http = fn->spec->protocol == CFG_PROTO_HTTP;
     struct evbuffer *payload = evbuffer_new();
     if (payload == NULL) {
         reply_error(req, 500, "internal", "out of memory");
@@ -375,6 +411,16 @@ static void handle_invoke(hearth_t *hd, struct evhttp_request *req, api_conn_t *
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
     const char *prefer = evhttp_find_header(in, "Prefer");
     if (prefer != NULL && strcasestr(prefer, "respond-async") != NULL) {
+        /* The journal keeps a payload, nothing else: an http function's
+         * stored invocation is a POST of it to `/`. */
+        if (http && (sub != NULL || evhttp_request_get_command(req) != EVHTTP_REQ_POST)) {
+            evbuffer_free(payload);
+            reply_error(req, 400, "bad_request",
+                        "Prefer: respond-async: an http function's asynchronous invocation is a POST to "
+                        "/v1/functions/%s/invocations (its body is stored, and POSTed to / when it runs)",
+                        fn->spec->name);
+            return;
+        }
         const char *key = evhttp_find_header(in, "Idempotency-Key");
         const char *cb = evhttp_find_header(in, "X-Callback-Url");
         if (cb != NULL && strncmp(cb, "http://", 7) != 0) {
@@ -392,9 +438,16 @@ static void handle_invoke(hearth_t *hd, struct evhttp_request *req, api_conn_t *
         }
         return; /* 202 or 503 after the group commit */
     }
+    hd_http_t *h = NULL;
+    if (http && (h = http_request_new(req, sub, &err)) == NULL) {
+        evbuffer_free(payload);
+        reply_err(req, &err);
+        return;
+    }
     if (c != NULL)
         c->pending = req;
-    if (hd_invoke(hd, req, fn, payload, &err) < 0) {
+    if ((h != NULL ? hd_invoke_http(hd, req, fn, payload, h, &err) : hd_invoke(hd, req, fn, payload, &err)) < 0) {
+        http_request_free(h);
         if (c != NULL)
             c->pending = NULL;
         evbuffer_free(payload);
@@ -560,12 +613,24 @@ static void handle_list_invocations(hearth_t *hd, struct evhttp_request *req, co
     reply_json(req, 200, "OK", json_pack("{s:o}", "invocations", arr));
 }
 
+/* A reply went out: the connection's next request gets read_timeout_ms
+ * from now to arrive whole, like a first one (see sweep). */
+static void on_request_complete(struct evhttp_request *req, void *arg)
+{
+    (void)req;
+    api_conn_t *c = arg;
+    c->accepted_ns = now_ns();
+    c->served = false;
+}
+
 static void route(struct evhttp_request *req, void *arg)
 {
     hearth_t *hd = arg;
     api_conn_t *c = conn_of(hd, req);
-    if (c != NULL)
+    if (c != NULL) {
         c->served = true;
+        evhttp_request_set_on_complete_cb(req, on_request_complete, c);
+    }
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
@@ -612,7 +677,17 @@ static void route(struct evhttp_request *req, void *arg)
             return;
         }
     }
-    int n = split_path(path, seg, 8);
+    /* Below .../invocations, an http function's own path: the route is
+     * what comes before it. A lone trailing slash is no path. */
+    char head[1024];
+    const char *sub = NULL;
+    ssize_t sub_off = invocations_sub(path);
+    if (sub_off >= 0 && (size_t)sub_off < sizeof(head) && strcmp(path + sub_off, "/") != 0) {
+        memcpy(head, path, (size_t)sub_off);
+        head[sub_off] = '\0';
+        sub = path + sub_off;
+    }
+    int n = split_path(sub != NULL ? head : path, seg, 8);
     if (n < 2 || strcmp(seg[0], "v1") != 0) {
         reply_error(req, 404, "not_found", "no route for %s", path);
         return;
@@ -708,6 +783,16 @@ static void route(struct evhttp_request *req, void *arg)
         reply_error(req, 404, "not_found", "no route for %s", path);
         return;
     }
+    if (fn->spec->protocol == CFG_PROTO_HTTP) {
+        /* Every method and path below goes to the function's server. */
+        handle_invoke(hd, req, c, fn, sub);
+        return;
+    }
+    if (sub != NULL) {
+        reply_error(req, 404, "not_found", "no route for %s (only http functions have paths below invocations)",
+                    path);
+        return;
+    }
     if (m == EVHTTP_REQ_GET) {
         handle_list_invocations(hd, req, fn);
         return;
@@ -716,7 +801,7 @@ static void route(struct evhttp_request *req, void *arg)
         reply_error(req, 405, "method_not_allowed", "use POST, or GET for the async ones");
         return;
     }
-    handle_invoke(hd, req, c, fn);
+    handle_invoke(hd, req, c, fn, NULL);
 }
 
 /* --- connections ------------------------------------------------------------------
@@ -726,8 +811,10 @@ static void route(struct evhttp_request *req, void *arg)
  * the ones evhttp has let go (their callbacks cleared by bufferevent_free):
  * only then does our reference free them, close the socket and uncount
  * the connection. The same sweep ends connections that have not sent a
- * complete first request within read_timeout_ms (slow clients), and at
- * once those accepted over max_connections. */
+ * complete request within read_timeout_ms of being accepted or of their
+ * last answer (slow clients, slowloris on a kept-alive connection), at
+ * once those accepted over max_connections, and those whose client left
+ * while its invocation ran (which evhttp would notice only at the end). */
 
 #define SWEEP_MS 100
 
@@ -739,6 +826,19 @@ static void on_evcon_close(struct evhttp_connection *evcon, void *arg)
         hd_client_gone(c->hd, c->pending);
         c->pending = NULL;
     }
+}
+
+/* The client of an unanswered request has closed its end (or reset it).
+ * A half-close while awaiting the answer counts as leaving, as nginx counts
+ * it; bytes of a pipelined next request do not. */
+static bool client_left(const api_conn_t *c)
+{
+    int sock = (int)bufferevent_getfd(c->bev);
+    if (sock < 0)
+        return false;
+    char b;
+    ssize_t n = recv(sock, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
 static void sweep(evutil_socket_t fd, short what, void *arg)
@@ -768,6 +868,11 @@ static void sweep(evutil_socket_t fd, short what, void *arg)
             if (sock >= 0)
                 shutdown(sock, SHUT_RDWR); /* evhttp sees the end and lets go */
             c->served = true;              /* once is enough */
+        } else if (c->pending != NULL && client_left(c)) {
+            /* evhttp reads nothing while a request awaits its answer, so it
+             * would notice only when it writes it: end the connection now;
+             * its close callback cancels the invocation. */
+            evhttp_connection_free(evhttp_request_get_connection(c->pending));
         }
     }
 }
@@ -876,8 +981,9 @@ int api_start(hearth_t *hd, hearth_error_t *err)
     evhttp_set_max_headers_size(hd->http, (ev_ssize_t)hd->cfg->max_header_bytes);
     struct timeval tv = {hd->cfg->read_timeout_ms / 1000, (hd->cfg->read_timeout_ms % 1000) * 1000};
     evhttp_set_timeout_tv(hd->http, &tv);
+    /* PATCH and OPTIONS: for http functions. */
     evhttp_set_allowed_methods(hd->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                             EVHTTP_REQ_HEAD);
+                                             EVHTTP_REQ_HEAD | EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
     evhttp_set_bevcb(hd->http, make_bev, hd);
     evhttp_set_gencb(hd->http, gencb, hd);
     hd->ev_sweep = event_new(hd->base, -1, EV_PERSIST, sweep, hd);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #define MAX_ENV_VALUE 32768
 #define MAX_ENV_TOTAL (128u << 10)
 #define MAX_FUNCTION_FILES 10000
+#define MAX_ALLOWED_DIRS 64 /* entries of mount_sources, rootfs_dirs */
 
 /* Refusals of input carry EINVAL without a strerror suffix. */
 #define invalid(err, ...) hearth_error_tag(err, EINVAL, __VA_ARGS__)
@@ -420,6 +422,8 @@ static const field_t daemon_fields[] = {
     {"result_ttl_s", F_U32, D(result_ttl_s), 60, 31536000, 0, 0, NULL, 86400, 0, NULL, false},
     {"log_level", F_SKIP, 0, 0, 0, 0, 0, NULL, 0, 0, NULL, false},
     {"tenants", F_SKIP, 0, 0, 0, 0, 0, NULL, 0, 0, NULL, true},
+    {"mount_sources", F_SKIP, 0, 0, 0, 0, 0, NULL, 0, 0, NULL, false},
+    {"rootfs_dirs", F_SKIP, 0, 0, 0, 0, 0, NULL, 0, 0, NULL, false},
     END_FIELDS,
 };
 #undef D
@@ -626,10 +630,44 @@ static int read_tenants(json_t *a, cfg_daemon_t *cfg, hearth_error_t *err)
     return 0;
 }
 
+/* An operator's list of absolute directories (mount_sources, rootfs_dirs). */
+static int read_dir_list(json_t *a, const char *key, char ***out, size_t *n, hearth_error_t *err)
+{
+    char ip[PATH_BUF];
+    if (a == NULL)
+        return 0;
+    if (read_array(a, key, MAX_ALLOWED_DIRS, "absolute paths", err) < 0)
+        return -1;
+    if ((*out = calloc(json_array_size(a) + 1, sizeof(char *))) == NULL)
+        return nomem(err);
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v) {
+        path_index(ip, key, i);
+        const char *s = plain_string(v);
+        const char *why = s ? check_abs_path(s) : "must be a string";
+        if (why != NULL)
+            return invalid(err, "%s: %s", ip, why);
+        if (((*out)[i] = strdup(s)) == NULL)
+            return nomem(err);
+        *n = i + 1;
+    }
+    return 0;
+}
+
+static void free_strings(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
 void cfg_daemon_free(cfg_daemon_t *cfg)
 {
     if (cfg == NULL)
         return;
+    free_strings(cfg->mount_sources, cfg->n_mount_sources);
+    free_strings(cfg->rootfs_dirs, cfg->n_rootfs_dirs);
     free(cfg->listen_unix);
     free(cfg->listen_http);
     free(cfg->http_host);
@@ -670,7 +708,11 @@ int cfg_daemon_parse(const char *json, size_t len, cfg_daemon_t **out, hearth_er
             if (strcmp(s, names[i]) == 0)
                 cfg->log_level = (hearth_log_level_t)i;
     }
-    if (read_tenants(json_object_get(root, "tenants"), cfg, err) < 0)
+    if (read_tenants(json_object_get(root, "tenants"), cfg, err) < 0 ||
+        read_dir_list(json_object_get(root, "mount_sources"), "mount_sources", &cfg->mount_sources,
+                      &cfg->n_mount_sources, err) < 0 ||
+        read_dir_list(json_object_get(root, "rootfs_dirs"), "rootfs_dirs", &cfg->rootfs_dirs, &cfg->n_rootfs_dirs,
+                      err) < 0)
         return -1;
 
     if (cfg->listen_unix[0] == '\0' && cfg->listen_http[0] == '\0')
@@ -919,9 +961,13 @@ int cfg_function_from_json(json_t *root, const char *default_tenant, cfg_functio
             return nomem(err);
     }
     /* One process per invocation reads one payload from stdin: there is
-     * nothing to share a sandbox between. */
-    if (fn->protocol == CFG_PROTO_STDIO && fn->concurrency != 1)
-        return invalid(err, "concurrency: must be 1 for protocol stdio");
+     * nothing to share a sandbox between. An http function's sandbox has
+     * one keep-alive connection to its server, and CPU is measured per
+     * sandbox: one invocation at a time; it scales by sandboxes. */
+    /* One invocation per sandbox at a time, whatever the protocol: a Lambda
+     * runtime polls for one at a time, and CPU is charged per sandbox. */
+    if (fn->concurrency != 1)
+        return invalid(err, "concurrency: must be 1 for protocol %s", cfg_protocol_name(fn->protocol));
     if (fn->min_warm > fn->max_sandboxes)
         return invalid(err, "min_warm: must not exceed max_sandboxes (%u)", fn->max_sandboxes);
     *out = steal_pointer(&fn);
@@ -1052,6 +1098,197 @@ void cfg_function_sbx_spec(const cfg_function_t *fn, sbx_mount_t *mounts, sbx_sp
     spec->pids = fn->pids;
     spec->tmp_bytes = (uint64_t)fn->tmp_mb << 20;
     spec->seccomp = fn->seccomp;
+}
+
+/* ---- host paths: what a spec may bind into its sandbox ---- */
+
+/* The next component of *p (NULL-free: len 0 at the end), past any run of
+ * slashes. */
+static const char *component(const char **p, size_t *len)
+{
+    while (**p == '/')
+        (*p)++;
+    const char *c = *p;
+    *p = strchrnul(c, '/');
+    *len = (size_t)(*p - c);
+    return c;
+}
+
+/* path is dir or lies below it; both absolute without . or .. components.
+ * By component, so that "/a//b" is within "/a" and "/ab" is not. */
+static bool path_within(const char *path, const char *dir)
+{
+    for (;;) {
+        size_t dl, pl;
+        const char *d = component(&dir, &dl);
+        if (dl == 0)
+            return true;
+        const char *p = component(&path, &pl);
+        if (pl != dl || memcmp(p, d, dl) != 0)
+            return false;
+    }
+}
+
+/* A place no sandbox may see, whoever wrote the spec. */
+typedef struct forbidden {
+    const char *what; /* for messages */
+    char *path;       /* resolved */
+} forbidden_t;
+
+typedef struct path_policy {
+    forbidden_t forbidden[5];
+    size_t n_forbidden;
+    char **allowed;     /* resolved entries of the list checked now; NULL where an entry does not resolve */
+    size_t n_allowed;
+} path_policy_t;
+
+static void policy_clear(path_policy_t *pol)
+{
+    for (size_t i = 0; i < pol->n_forbidden; i++)
+        free(pol->forbidden[i].path);
+    free_strings(pol->allowed, pol->n_allowed);
+    memset(pol, 0, sizeof(*pol));
+}
+
+/* A path that does not resolve is not there to be reached through: left
+ * out. */
+static int forbid(path_policy_t *pol, const char *what, const char *path, hearth_error_t *err)
+{
+    char *r = realpath(path, NULL);
+    if (r == NULL)
+        return errno == ENOMEM ? nomem(err) : 0;
+    pol->forbidden[pol->n_forbidden].what = what;
+    pol->forbidden[pol->n_forbidden++].path = r;
+    return 0;
+}
+
+/* /proc and /sys would hand the sandbox the host's processes (their
+ * command lines carry tokens) and kernel knobs; /dev its devices;
+ * state_dir every tenant's specs, payloads and results; the socket's
+ * directory the daemon's API without the peer-uid check the directory's
+ * mode stands for. */
+static int policy_init(path_policy_t *pol, const cfg_daemon_t *cfg, hearth_error_t *err)
+{
+    memset(pol, 0, sizeof(*pol));
+    if (forbid(pol, "/proc", "/proc", err) < 0 || forbid(pol, "/sys", "/sys", err) < 0 ||
+        forbid(pol, "/dev", "/dev", err) < 0 || forbid(pol, "the daemon's state_dir", cfg->state_dir, err) < 0)
+        return -1;
+    if (cfg->listen_unix[0] != '\0') {
+        cleanup_free char *dir = strdup(cfg->listen_unix);
+        if (dir == NULL)
+            return nomem(err);
+        char *slash = strrchr(dir, '/'); /* listen_unix is absolute */
+        slash[slash == dir] = '\0';
+        if (forbid(pol, "the daemon's socket directory", dir, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Resolve the entries of an allowlist once per check. */
+static int policy_allow(path_policy_t *pol, char *const *dirs, size_t n, hearth_error_t *err)
+{
+    free_strings(pol->allowed, pol->n_allowed);
+    pol->n_allowed = 0;
+    if ((pol->allowed = calloc(n + 1, sizeof(char *))) == NULL)
+        return nomem(err);
+    for (size_t i = 0; i < n; i++, pol->n_allowed++)
+        if ((pol->allowed[i] = realpath(dirs[i], NULL)) == NULL && errno == ENOMEM)
+            return nomem(err);
+    return 0;
+}
+
+/* path (as written) against the allowlist as written and as resolved. */
+static bool listed(const char *path, char *const *dirs, const path_policy_t *pol)
+{
+    for (size_t i = 0; i < pol->n_allowed; i++)
+        if (path_within(path, dirs[i]) || (pol->allowed[i] != NULL && path_within(path, pol->allowed[i])))
+            return true;
+    return false;
+}
+
+/* One host path: key names it in messages; dirs/list_key are the
+ * allowlist (NULL for a trusted spec). *resolved is malloc'd. */
+static int check_host_path(const path_policy_t *pol, const char *key, const char *path, char *const *dirs,
+                           const char *list_key, char **resolved, hearth_error_t *err)
+{
+    if (dirs != NULL && !listed(path, dirs, pol))
+        return invalid(err, "%s: %s is not under any of the daemon's %s%s", key, path, list_key,
+                       pol->n_allowed == 0 ? " (none configured: only the operator's functions_dir specs may "
+                                             "name host paths)"
+                                           : "");
+    cleanup_free char *r = realpath(path, NULL);
+    if (r == NULL)
+        return errno == ENOMEM ? nomem(err) : invalid(err, "%s: cannot resolve %s: %s", key, path, strerror(errno));
+    bool same = strcmp(path, r) == 0;
+    for (size_t i = 0; i < pol->n_forbidden; i++) {
+        const forbidden_t *f = &pol->forbidden[i];
+        bool inside = path_within(r, f->path);
+        if (inside || path_within(f->path, r))
+            return invalid(err, "%s: %s%s%s%s %s %s, which is never mounted into a sandbox", key, path,
+                           same ? "" : " (resolved: ", same ? "" : r, same ? "" : ")",
+                           !inside ? "contains" : strcmp(r, f->path) == 0 ? "is" : "is inside", f->what);
+    }
+    if (dirs != NULL) {
+        bool ok = false;
+        for (size_t i = 0; i < pol->n_allowed && !ok; i++)
+            ok = pol->allowed[i] != NULL && path_within(r, pol->allowed[i]);
+        if (!ok)
+            return invalid(err, "%s: %s resolves to %s, which is not under any of the daemon's %s", key, path, r,
+                           list_key);
+    }
+    *resolved = steal_pointer(&r);
+    return 0;
+}
+
+void cfg_host_paths_clear(cfg_host_paths_t *p)
+{
+    free(p->rootfs);
+    free_strings(p->sources, p->n);
+    memset(p, 0, sizeof(*p));
+}
+
+int cfg_function_check_paths(const cfg_daemon_t *cfg, const cfg_function_t *fn, bool trusted,
+                             cfg_host_paths_t *out, hearth_error_t *err)
+{
+    char kp[PATH_BUF];
+    __attribute__((cleanup(policy_clear))) path_policy_t pol = {0};
+    __attribute__((cleanup(cfg_host_paths_clear))) cfg_host_paths_t p = {0};
+    if (policy_init(&pol, cfg, err) < 0)
+        return -1;
+    /* "/" is the host's root as the sandbox builds it (non-recursive, its
+     * own /proc, /dev and /tmp): not a bind of a tenant's choosing. */
+    if (strcmp(fn->rootfs, "/") != 0) {
+        if ((!trusted && policy_allow(&pol, cfg->rootfs_dirs, cfg->n_rootfs_dirs, err) < 0) ||
+            check_host_path(&pol, "rootfs", fn->rootfs, trusted ? NULL : cfg->rootfs_dirs, "rootfs_dirs",
+                            &p.rootfs, err) < 0)
+            return -1;
+    }
+    if (fn->n_mounts > 0) {
+        if ((p.sources = calloc(fn->n_mounts + 1, sizeof(char *))) == NULL ||
+            (!trusted && policy_allow(&pol, cfg->mount_sources, cfg->n_mount_sources, err) < 0))
+            return p.sources == NULL ? nomem(err) : -1;
+        for (size_t i = 0; i < fn->n_mounts; i++, p.n++) {
+            path_index(kp, "mounts", i);
+            strcat(kp, ".source");
+            if (check_host_path(&pol, kp, fn->mounts[i].source, trusted ? NULL : cfg->mount_sources,
+                                "mount_sources", &p.sources[i], err) < 0)
+                return -1;
+        }
+    }
+    if (out != NULL) {
+        *out = p;
+        memset(&p, 0, sizeof(p));
+    }
+    return 0;
+}
+
+void cfg_host_paths_apply(const cfg_host_paths_t *p, sbx_mount_t *mounts, sbx_spec_t *spec)
+{
+    for (size_t i = 0; i < p->n; i++)
+        mounts[i].source = p->sources[i];
+    if (p->rootfs != NULL)
+        spec->rootfs = p->rootfs;
 }
 
 /* ---- functions_dir ---- */

@@ -73,6 +73,10 @@ typedef struct cfg_daemon {
     hearth_log_level_t log_level;
     cfg_tenant_t *tenants;      /* at least one */
     size_t n_tenants;
+    char **mount_sources;       /* dirs an API spec's mounts may bind from (or below); see cfg_function_check_paths */
+    size_t n_mount_sources;
+    char **rootfs_dirs;         /* likewise for an API spec's rootfs other than "/" */
+    size_t n_rootfs_dirs;
 } cfg_daemon_t;
 
 typedef struct cfg_mount {
@@ -152,6 +156,36 @@ const char *cfg_protocol_name(cfg_protocol_t p);
  * fn->n_mounts entries; spec points into fn and mounts, so both must
  * outlive it. */
 void cfg_function_sbx_spec(const cfg_function_t *fn, sbx_mount_t *mounts, sbx_spec_t *spec);
+
+/* A function's host paths, resolved (realpath): what the sandbox binds. */
+typedef struct cfg_host_paths {
+    char *rootfs;   /* NULL: the host's / */
+    char **sources; /* one per mount, in order */
+    size_t n;
+} cfg_host_paths_t;
+
+/* Check the host paths fn names against cfg, and resolve them into *out
+ * (may be NULL; else cleared with cfg_host_paths_clear, also on failure).
+ *
+ * Every spec: each path is resolved, and a path at, under or above /proc,
+ * /sys, /dev, state_dir or the Unix socket's directory is refused (binds
+ * are recursive, so containing one is as bad as naming it). A rootfs of
+ * "/" (the default) is the host's root, which the sandbox builds itself,
+ * and is not checked.
+ * Unless trusted (a functions_dir spec: written by the operator), a mount
+ * source must, both as written and resolved, lie at or under one of
+ * cfg->mount_sources, and a rootfs other than "/" under cfg->rootfs_dirs;
+ * an empty list allows nothing. Paths outside the list are refused before
+ * the file system is asked, so that the answer says nothing about them.
+ *
+ * Run at deploy and again at every sandbox creation: a checked path may
+ * have become a symlink since. Refusals are EINVAL and name the key. */
+int cfg_function_check_paths(const cfg_daemon_t *cfg, const cfg_function_t *fn, bool trusted,
+                             cfg_host_paths_t *out, hearth_error_t *err);
+void cfg_host_paths_clear(cfg_host_paths_t *p);
+/* Point spec (from cfg_function_sbx_spec) and its mounts at the resolved
+ * paths; p must outlive spec. */
+void cfg_host_paths_apply(const cfg_host_paths_t *p, sbx_mount_t *mounts, sbx_spec_t *spec);
 
 /* Load every *.json file of dir (not recursive, hidden files skipped),
  * each one spec with an explicit tenant, sorted by file name. Any bad file

@@ -8,10 +8,12 @@
  * from inside its sandbox's own callback, since the report may destroy
  * the sandbox. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "orchestrator/daemon.h"
 
@@ -133,6 +135,7 @@ static void sandbox_free(hd_sandbox_t *sb)
     hearth_t *hd = sb->hd;
     idmap_del(&hd->sandboxes, sb->id);
     lambda_sandbox_free(sb);
+    http_sandbox_free(sb);
     if (sb->ev_ctl)
         event_free(sb->ev_ctl);
     if (sb->sbx != NULL) {
@@ -221,8 +224,17 @@ static int start_create(hd_sandbox_t *sb, hearth_error_t *err)
     hearth_t *hd = sb->hd;
     sbx_spec_t spec = {0};
     sbx_mount_t mounts[sb->fn ? sb->fn->spec->n_mounts + 1 : 1];
-    if (sb->fn != NULL)
+    __attribute__((cleanup(cfg_host_paths_clear))) cfg_host_paths_t paths = {0};
+    if (sb->fn != NULL) {
         spec_of(sb->fn->spec, mounts, &spec);
+        /* Checked again for every sandbox, and the sandbox binds the paths
+         * as resolved now: what was allowed at deploy may have become a
+         * symlink to elsewhere since (a sandbox with a writable mount can
+         * make one), and the allowlist may have changed on SIGHUP. */
+        if (cfg_function_check_paths(hd->cfg, sb->fn->spec, sb->fn->source == REG_SOURCE_FILE, &paths, err) < 0)
+            return -1;
+        cfg_host_paths_apply(&paths, mounts, &spec);
+    }
     if (sbx_create_async(hd->host, &spec, &sb->ticket, err) < 0)
         return -1;
     if (idmap_put(&hd->tickets, sb->ticket, sb) < 0)
@@ -310,8 +322,10 @@ static void prov_dispatch(void *ctx, uint64_t inv_id, void *opaque, uint64_t san
         defer_inv(inv);
         return;
     }
-    int started = sb->fn != NULL && sb->fn->spec->protocol == CFG_PROTO_LAMBDA ? proto_lambda_start(sb, inv, &err)
-                                                                            : proto_stdio_start(sb, inv, &err);
+    cfg_protocol_t proto = sb->fn != NULL ? sb->fn->spec->protocol : CFG_PROTO_STDIO;
+    int started = proto == CFG_PROTO_LAMBDA ? proto_lambda_start(sb, inv, &err)
+                  : proto == CFG_PROTO_HTTP ? proto_http_start(sb, inv, &err)
+                                            : proto_stdio_start(sb, inv, &err);
     if (started < 0) {
         inv->outcome = HD_OUT_START;
         snprintf(inv->message, sizeof(inv->message), "%s", err.msg);
@@ -346,6 +360,7 @@ static void free_inv(hd_inv_t *inv)
         evbuffer_free(inv->output);
     if (inv->fn)
         reg_function_unref(inv->fn);
+    http_request_free(inv->http);
     free(inv);
 }
 
@@ -420,6 +435,12 @@ static void on_host(evutil_socket_t fd, short what, void *arg)
                 hd_sandbox_failed(sb, err.msg);
             continue;
         }
+        if (sb->fn != NULL && sb->fn->spec->protocol == CFG_PROTO_HTTP) {
+            /* Ready once its server accepts on 127.0.0.1:8080 (hd_sandbox_up). */
+            if (http_server_start(sb, &err) < 0)
+                hd_sandbox_failed(sb, err.msg);
+            continue;
+        }
         hd_sandbox_up(sb);
     }
     if (rc < 0) {
@@ -437,9 +458,12 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
     sbx_event_t ev;
     hearth_error_t err;
     while (sb->sbx != NULL && sbx_next_event(sb->sbx, &ev, &err) > 0) {
-        if (sb->rt != NULL) {
-            /* The runtime lives across invocations: its news go to it. */
-            lambda_sandbox_event(sb, &ev);
+        if (sb->rt != NULL || sb->srv != NULL) {
+            /* The runtime or server lives across invocations: its news go to it. */
+            if (sb->rt != NULL)
+                lambda_sandbox_event(sb, &ev);
+            else
+                http_sandbox_event(sb, &ev);
             if (sb->state == HD_SBX_DEAD || idmap_get(&hd->sandboxes, sb->id) != sb)
                 return;
             continue;
@@ -606,8 +630,25 @@ int hd_invoke(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn
     return hd_submit(hd, req, fn, payload, NULL, SCHED_SYNC, 0, err);
 }
 
+static int submit(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
+                  hd_http_t *http, const char *id, sched_prio_t prio, unsigned flags, hearth_error_t *err);
+
 int hd_submit(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
               const char *id, sched_prio_t prio, unsigned flags, hearth_error_t *err)
+{
+    return submit(hd, req, fn, payload, NULL, id, prio, flags, err);
+}
+
+int hd_invoke_http(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
+                   hd_http_t *http, hearth_error_t *err)
+{
+    return submit(hd, req, fn, payload, http, NULL, SCHED_SYNC, 0, err);
+}
+
+/* The scheduler may dispatch at once, from inside sched_submit: every
+ * field the protocol reads is set before. */
+static int submit(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
+                  hd_http_t *http, const char *id, sched_prio_t prio, unsigned flags, hearth_error_t *err)
 {
     hd_inv_t *inv = calloc(1, sizeof(*inv));
     if (inv == NULL)
@@ -616,6 +657,7 @@ int hd_submit(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn
     inv->req = req;
     inv->fn = reg_function_ref(fn);
     inv->payload = payload;
+    inv->http = http;
     inv->output = evbuffer_new();
     inv->accepted_ns = now_ns();
     inv->sched_id = ++hd->next_inv;
@@ -628,12 +670,14 @@ int hd_submit(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn
         hd_random_id(inv->id);
     if (inv->output == NULL || idmap_put(&hd->invocations, inv->sched_id, inv) < 0) {
         inv->payload = NULL;
+        inv->http = NULL;
         free_inv(inv);
         return hearth_error_set(err, ENOMEM, "invocation");
     }
     if (sched_submit(hd->sched, inv->sched_id, fn->id, prio, inv, inv->accepted_ns, err) < 0) {
         idmap_del(&hd->invocations, inv->sched_id);
-        inv->payload = NULL; /* the caller keeps it */
+        inv->payload = NULL; /* the caller keeps them */
+        inv->http = NULL;
         free_inv(inv);
         return -1;
     }
@@ -650,6 +694,7 @@ void hd_client_gone(hearth_t *hd, struct evhttp_request *req)
         if (inv->req != req)
             continue;
         inv->client_gone = true;
+        inv->req = NULL; /* evhttp frees it with its connection: nobody to answer */
         if (inv->sb != NULL && inv->sb->call != NULL)
             proto_cancel(inv->sb->call);
     }
@@ -820,6 +865,10 @@ static int register_metrics(hearth_t *hd, hearth_error_t *err)
 
 int hd_init(hearth_t *hd, hearth_error_t *err)
 {
+    /* This thread's (the loop's) namespace: setns applies per thread. */
+    hd->host_netns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (hd->host_netns < 0)
+        return hearth_error_sys(err, "open /proc/thread-self/ns/net");
     if (idmap_init(&hd->sandboxes, 64) < 0 || idmap_init(&hd->tickets, 64) < 0 ||
         idmap_init(&hd->invocations, 256) < 0 || idmap_init(&hd->start_errors, 16) < 0)
         return hearth_error_set(err, ENOMEM, "maps");
@@ -885,9 +934,9 @@ void hd_shutdown(hearth_t *hd)
         inv->sb->call = NULL;
         /* An async one stays `running` in the journal: the next start
          * requeues it, its attempt counted. */
-        if (inv->lambda)
+        if (inv->req != NULL && inv->lambda)
             lambda_respond_rejected(inv, 503, "ServiceException", "hearthd is shutting down");
-        else if (!inv->async)
+        else if (inv->req != NULL && !inv->async)
             api_respond_rejected(inv, SCHED_REJECT_SHUTDOWN, 0);
         idmap_del(&hd->invocations, inv->sched_id);
         free_inv(inv);
@@ -931,4 +980,7 @@ void hd_shutdown(hearth_t *hd)
     for (size_t i = 0; i < hd->n_tenant_names; i++)
         free(hd->tenant_names[i]);
     free(hd->tenant_names);
+    if (hd->host_netns >= 0)
+        close(hd->host_netns);
+    hd->host_netns = -1;
 }

@@ -10,6 +10,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 
 #include "common/idmap.h"
 #include "common/util.h"
@@ -26,6 +27,7 @@
 typedef struct hd_sandbox hd_sandbox_t;
 typedef struct hd_inv hd_inv_t;
 typedef struct proto_call proto_call_t;
+typedef struct hd_http hd_http_t;
 
 /* CPU a destroyed sandbox burnt since its last charge, charged later. */
 typedef struct hd_overhead {
@@ -98,6 +100,8 @@ typedef struct hearth {
     idmap_t start_errors;    /* function id → its last sandbox start failure (malloc'd), for 502s */
     char **tenant_names;     /* scheduler tenant id - 1 → name; only grows, so ids survive SIGHUP */
     size_t n_tenant_names;
+    int host_netns;          /* our own network namespace: protocol http returns to it after making a
+                                socket inside a sandbox's */
 } hearth_t;
 
 /* A sandbox as the daemon sees it. */
@@ -118,6 +122,7 @@ struct hd_sandbox {
     struct event *ev_ctl;      /* init's messages */
     proto_call_t *call;        /* the invocation running here (concurrency 1) */
     struct hd_runtime *rt;     /* protocol lambda: the runtime and its API server */
+    struct hd_httpsrv *srv;    /* protocol http: the function's server and our connection to it */
     enum { HD_REPORT_NONE, HD_REPORT_READY, HD_REPORT_FAILED, HD_REPORT_DIED } report;
     hd_sandbox_t *deferred_next;
 };
@@ -160,7 +165,19 @@ struct hd_inv {
     uint64_t cpu_ns;
     char message[256];         /* for errors */
     char error_type[64];       /* lambda: the runtime's own errorType, when it reported one */
+    hd_http_t *http;           /* protocol http over /v1: the request to pass on, and the answer back */
     hd_inv_t *deferred_next;
+};
+
+/* Protocol http, invoked over /v1: the caller's request as the function's
+ * server gets it, and the server's answer as the caller gets it back. */
+struct hd_http {
+    enum evhttp_cmd_type method;
+    char *target;               /* path and query below .../invocations: "/a/b?x=1", at least "/" */
+    struct evkeyvalq headers;   /* the caller's, minus hop-by-hop ones and Authorization */
+    int status;                 /* the server's answer; 0 until a complete one came */
+    char reason[64];            /* its reason phrase */
+    struct evkeyvalq resp_headers; /* its headers, minus hop-by-hop ones */
 };
 
 /* daemon.c */
@@ -176,6 +193,9 @@ int hd_invoke(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn
 enum { HD_INV_LAMBDA = 1 << 0, HD_INV_LOG_TAIL = 1 << 1 }; /* how to answer */
 int hd_submit(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
               const char *id, sched_prio_t prio, unsigned flags, hearth_error_t *err);
+/* hd_invoke for an http function over /v1; takes http over on success. */
+int hd_invoke_http(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
+                   hd_http_t *http, hearth_error_t *err);
 /* 128 random bits as 32 hex digits: invocation ids unique across hosts. */
 void hd_random_id(char out[33]);
 uint64_t hd_tenant_id(hearth_t *hd, const char *tenant);
@@ -211,7 +231,18 @@ int lambda_runtime_start(hd_sandbox_t *sb, hearth_error_t *err); /* the sandbox 
 int proto_lambda_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err);
 void lambda_sandbox_event(hd_sandbox_t *sb, const sbx_event_t *ev); /* init's news about the runtime */
 void lambda_sandbox_free(hd_sandbox_t *sb);
-/* daemon.c: the runtime came up (first `next`) or did not. */
+/* protocol_http.c: a long-lived server on 127.0.0.1:8080 inside the
+ * sandbox, proxied over one keep-alive connection per sandbox. */
+int http_server_start(hd_sandbox_t *sb, hearth_error_t *err); /* the sandbox is up: start its server */
+int proto_http_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err);
+void http_sandbox_event(hd_sandbox_t *sb, const sbx_event_t *ev); /* init's news about the server */
+void http_sandbox_free(hd_sandbox_t *sb);
+/* The caller's request for the function's server: its method, path (the
+ * raw path below .../invocations; NULL: none) and query, headers filtered.
+ * NULL with err on a method the protocol does not pass on. */
+hd_http_t *http_request_new(struct evhttp_request *req, const char *path, hearth_error_t *err);
+void http_request_free(hd_http_t *h);
+/* daemon.c: the runtime or server came up (first `next`, port accepts) or did not. */
 void hd_sandbox_up(hd_sandbox_t *sb);
 void hd_sandbox_failed(hd_sandbox_t *sb, const char *why);
 /* It died on its own while idle: report it (from ev_deferred). */

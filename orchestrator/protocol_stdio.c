@@ -20,7 +20,8 @@ typedef struct stdio_call {
     hd_inv_t *inv;
     int in_fd, out_fd, err_fd;    /* our ends of the pipes; -1 once closed */
     struct event *ev_in, *ev_out, *ev_err, *ev_timeout;
-    size_t out_cap;               /* more stdout than this fails the call */
+    size_t out_cap;               /* more stdout, or more stderr, than this fails the call */
+    size_t err_bytes;             /* stderr read so far (only its tail is kept) */
     uint64_t cpu_before;          /* cgroup CPU when the process started */
     pid_t pid;                    /* inside the sandbox, once started */
     bool ended;                   /* init reported its end (or it never started) */
@@ -117,8 +118,26 @@ static void on_stdin(evutil_socket_t fd, short what, void *arg)
 static void kill_processes(stdio_call_t *c)
 {
     hearth_error_t err;
-    if (c->sb->sbx != NULL && sbx_alive(c->sb->sbx) && sbx_reset(c->sb->sbx, &err) < 0)
+    if (c->sb->sbx == NULL || !sbx_alive(c->sb->sbx))
+        return;
+    if (sbx_reset(c->sb->sbx, &err) < 0)
         hearth_log(HEARTH_LOG_WARN, "reset of %s: %s", sbx_cgroup_name(c->sb->sbx), err.msg);
+    /* The reset read init's messages itself, our process's end among
+     * them: they wait in the sandbox's queue, and the control socket will
+     * not become readable for them. Have them delivered. */
+    if (c->sb->ev_ctl != NULL)
+        event_active(c->sb->ev_ctl, EV_READ, 0);
+}
+
+/* More output than the cap: the call fails and its processes go. */
+static void too_large(stdio_call_t *c, const char *stream)
+{
+    hd_inv_t *inv = c->inv;
+    if (inv->outcome == HD_OUT_OK) {
+        inv->outcome = HD_OUT_TOO_LARGE;
+        snprintf(inv->message, sizeof(inv->message), "the function's %s exceeds %zu bytes", stream, c->out_cap);
+    }
+    kill_processes(c);
 }
 
 static void on_stdout(evutil_socket_t fd, short what, void *arg)
@@ -135,13 +154,9 @@ static void on_stdout(evutil_socket_t fd, short what, void *arg)
             break;
         }
         if (evbuffer_get_length(inv->output) > c->out_cap) {
-            if (inv->outcome == HD_OUT_OK) {
-                inv->outcome = HD_OUT_TOO_LARGE;
-                snprintf(inv->message, sizeof(inv->message), "the function's output exceeds %zu bytes", c->out_cap);
-            }
             evbuffer_drain(inv->output, evbuffer_get_length(inv->output));
             close_fd(&c->ev_out, &c->out_fd);
-            kill_processes(c);
+            too_large(c, "output");
             break;
         }
     }
@@ -176,6 +191,14 @@ static void on_stderr(evutil_socket_t fd, short what, void *arg)
         }
         memcpy(inv->log_tail + inv->log_len, src, take);
         inv->log_len += take;
+        /* Only the tail is kept, but reading an endless stream is the
+         * daemon's CPU, not the tenant's: it is capped like stdout. */
+        c->err_bytes += (size_t)n;
+        if (c->err_bytes > c->out_cap) {
+            close_fd(&c->ev_err, &c->err_fd);
+            too_large(c, "stderr");
+            break;
+        }
     }
     maybe_finish(c);
 }
@@ -191,9 +214,12 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
      * then replaced. */
     if (c->sb->sbx != NULL && sbx_kill(c->sb->sbx, &err) < 0)
         hearth_log(HEARTH_LOG_ERROR, "kill at timeout: %s", err.msg);
-    inv->outcome = HD_OUT_TIMEOUT;
-    snprintf(inv->message, sizeof(inv->message), "the function ran past its timeout of %u ms",
-             inv->fn->spec->timeout_ms);
+    /* An outcome already decided (output too large, say) stands. */
+    if (inv->outcome == HD_OUT_OK) {
+        inv->outcome = HD_OUT_TIMEOUT;
+        snprintf(inv->message, sizeof(inv->message), "the function ran past its timeout of %u ms",
+                 inv->fn->spec->timeout_ms);
+    }
     c->killed = true;
     c->ended = true;
     maybe_finish(c);

@@ -210,7 +210,7 @@ static const char *FULL =
     "{\"name\":\"img-2\",\"tenant\":\"acme\",\"protocol\":\"http\",\"command\":[\"/srv/app\",\"--port\",\"8080\",\"\"],"
     "\"rootfs\":\"/srv/rootfs\",\"mounts\":[{\"source\":\"/data\",\"target\":\"/mnt/data\"},"
     "{\"source\":\"/out\",\"target\":\"/mnt/out\",\"readonly\":false}],\"env\":{\"Z\":\"1\",\"A_B\":\"x y\"},"
-    "\"memory_mb\":512,\"cpus\":0.5,\"pids\":100,\"timeout_ms\":1000,\"tmp_mb\":8,\"concurrency\":4,"
+    "\"memory_mb\":512,\"cpus\":0.5,\"pids\":100,\"timeout_ms\":1000,\"tmp_mb\":8,\"concurrency\":1,"
     "\"min_warm\":2,\"max_sandboxes\":3,\"keep_alive_ms\":0,\"seccomp\":\"/etc/hearth/p.json\",\"max_attempts\":1}";
 
 static void t_spec_round_trip(void)
@@ -221,7 +221,7 @@ static void t_spec_round_trip(void)
     CHECK(fn->n_mounts == 2 && fn->mounts[0].readonly && !fn->mounts[1].readonly, "mounts");
     CHECK(fn->n_env == 2 && strcmp(fn->env[0].name, "A_B") == 0 && strcmp(fn->env[1].value, "1") == 0,
           "env sorted");
-    CHECK(fn->cpus == 0.5 && fn->concurrency == 4 && fn->min_warm == 2, "numbers");
+    CHECK(fn->cpus == 0.5 && fn->concurrency == 1 && fn->min_warm == 2, "numbers");
 
     char *text = cfg_function_dump(fn);
     REQUIRE(text != NULL, "dump");
