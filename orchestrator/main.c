@@ -180,6 +180,8 @@ int main(int argc, char **argv)
          * namespace off its path. A few, for bursts; each idle one holds
          * a little kernel memory. */
         .netns_ahead = 4,
+        /* Likewise their cgroups, made while the spawner clones. */
+        .cgroups_ahead = 4,
     };
     if (sbx_host_open(&hc, &hd.host, &err) < 0) {
         hearth_log(HEARTH_LOG_ERROR, "sandboxes: %s", err.msg);

@@ -35,6 +35,9 @@ struct sbx_host {
     seccomp_entry_t *seccomps;  /* compiled once per profile */
     sbx_spawner_t *spawner;     /* NULL: clone from this process */
     sbx_netns_stock_t *netns;   /* without a spawner: network namespaces made ahead, or NULL */
+    sbx_cgroup_t cg_ready[SBX_CG_AHEAD_MAX]; /* empty cgroups made ahead (with a spawner) */
+    int n_cg_ready;
+    int cg_ahead;               /* keep this many */
     sbx_t *live;                /* every sandbox not yet destroyed */
     sbx_t *pending;             /* asked of the spawner, not yet answered (via ->next) */
     bool shared_root;           /* see sbx_host_config_t */
@@ -122,6 +125,7 @@ static void clean_stale(sbx_cgroups_t *cgs, bool exclusive)
 }
 
 static void discard(sbx_t *sb);
+static void cgroup_ahead(sbx_host_t *h);
 
 /* --- host ----------------------------------------------------------------- */
 
@@ -162,10 +166,14 @@ int sbx_host_open(const sbx_host_config_t *cfg, sbx_host_t **out, hearth_error_t
         return hearth_error_set(err, ENOMEM, "sandbox host");
     }
     clean_stale(&h->cgs, !cfg->shared_root);
+    if (cfg->spawner)
+        h->cg_ahead = cfg->cgroups_ahead < SBX_CG_AHEAD_MAX ? cfg->cgroups_ahead : SBX_CG_AHEAD_MAX;
     if (cfg->spawner && sbx_spawner_start(cfg->netns_ahead, &h->spawner, err) < 0) {
         sbx_host_close(h);
         return -1;
     }
+    for (int i = 0; i < h->cg_ahead; i++)
+        cgroup_ahead(h);
     *out = h;
     return 0;
 }
@@ -179,6 +187,12 @@ void sbx_host_close(sbx_host_t *h)
     /* Stopping the spawner kills the inits still being set up. */
     sbx_spawner_stop(h->spawner);
     sbx_netns_stock_stop(h->netns);
+    while (h->n_cg_ready > 0) {
+        hearth_error_t ignore;
+        sbx_cgroup_t *cg = &h->cg_ready[--h->n_cg_ready];
+        h->cgs.ops->destroy(cg, &ignore);
+        close_cg(cg);
+    }
     while (h->pending != NULL) {
         sbx_t *sb = h->pending;
         h->pending = sb->next;
@@ -307,6 +321,30 @@ static int make_cgroup(sbx_t *sb, const sbx_spec_t *spec, hearth_error_t *err)
     if (h->cgs.ops->create(&h->cgs, &sb->cg, err) < 0 || h->cgs.ops->set_limits(&sb->cg, &lim, err) < 0)
         return hearth_error_wrap(err, "cgroup %s", sb->cg.name);
     return 0;
+}
+
+/* Make one empty cgroup ahead of need if the host keeps fewer than it
+ * wants: creating a cgroup (a directory in each v1 hierarchy, a memory
+ * cgroup above all) is the dearest step a creation's caller takes. A
+ * failure here is not the caller's: the next creation makes its own. */
+static void cgroup_ahead(sbx_host_t *h)
+{
+    if (h->n_cg_ready >= h->cg_ahead)
+        return;
+    sbx_cgroup_t *cg = &h->cg_ready[h->n_cg_ready];
+    memset(cg, 0, sizeof(*cg));
+    cg->cgs = &h->cgs;
+    for (int i = 0; i < SBX_CG_MAX_HIER; i++)
+        cg->dirfd[i] = -1;
+    snprintf(cg->name, sizeof(cg->name), "sbx-%" PRIu64, h->next_id++);
+    hearth_error_t err;
+    if (h->cgs.ops->create(&h->cgs, cg, &err) < 0) {
+        hearth_error_t ignore;
+        h->cgs.ops->destroy(cg, &ignore);
+        close_cg(cg);
+        return;
+    }
+    h->n_cg_ready++;
 }
 
 /* Undo prepare() for a sandbox whose init never came up. */
@@ -463,7 +501,19 @@ int sbx_create_async(sbx_host_t *h, const sbx_spec_t *in, uint64_t *ticket, hear
     sbx_t *sb;
     if (prepare(h, in, &sb, &spec, &sc, err) < 0)
         return -1;
-    if (make_cgroup(sb, &spec, err) < 0) {
+    int rc;
+    if (h->n_cg_ready > 0) {
+        /* Made ahead: only its limits are left to write. */
+        sb->cg = h->cg_ready[--h->n_cg_ready];
+        sbx_cgroup_limits_t lim;
+        limits_of(&spec, &lim);
+        rc = h->cgs.ops->set_limits(&sb->cg, &lim, err);
+        if (rc < 0)
+            hearth_error_wrap(err, "cgroup %s", sb->cg.name);
+    } else {
+        rc = make_cgroup(sb, &spec, err);
+    }
+    if (rc < 0) {
         discard(sb);
         return -1;
     }
@@ -476,6 +526,9 @@ int sbx_create_async(sbx_host_t *h, const sbx_spec_t *in, uint64_t *ticket, hear
     sb->next = h->pending;
     h->pending = sb;
     *ticket = sb->ticket;
+    /* While the spawner clones, the next creation's cgroup: one per
+     * creation keeps each turn of the caller's loop short. */
+    cgroup_ahead(h);
     return 0;
 }
 

@@ -33,7 +33,10 @@ typedef struct sbx_host_config {
     int netns_ahead;         /* network namespaces made ahead of need, from now on: the spawner keeps
                                 this many ready; without one, this many are made once (a one-shot
                                 run's own). 0: each creation makes its own */
+    int cgroups_ahead;       /* with a spawner: empty cgroups kept made ahead of need (at most
+                                SBX_CG_AHEAD_MAX); a creation then only writes their limits */
 } sbx_host_config_t;
+#define SBX_CG_AHEAD_MAX 16
 
 typedef struct sbx_mount {
     const char *source; /* host path */

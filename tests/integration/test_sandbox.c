@@ -890,7 +890,7 @@ static void t_spawner(void)
     char root[96];
     snprintf(root, sizeof(root), "%s-sp", cg_root);
     sbx_host_config_t hc = {.cgroup_root = root, .uid_base = UID_BASE + UID_COUNT / 2, .uid_count = UID_COUNT / 2,
-                            .spawner = true, .netns_ahead = 2};
+                            .spawner = true, .netns_ahead = 2, .cgroups_ahead = 2};
     sbx_host_t *h = NULL;
     hearth_error_t err = {0};
     REQUIRE(sbx_host_open(&hc, &h, &err) == 0, "host with spawner: %s", err.msg);
