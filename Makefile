@@ -44,7 +44,7 @@ HEADERS := $(wildcard common/*.h sandbox/*.h scheduler/*.h orchestrator/*.h test
 .PHONY: all deps test unit integration vm-test run bench fuzz soak clean
 # hearthd appears with orchestrator/main.c.
 DAEMON  := $(if $(wildcard orchestrator/main.c),$(BIN)/hearthd)
-all: $(DAEMON) $(BIN)/hearth $(BIN)/probe $(UNIT_BIN) $(ITEST_BIN)
+all: $(DAEMON) $(BIN)/hearth $(BIN)/probe $(BIN)/attack $(UNIT_BIN) $(ITEST_BIN)
 
 # Rebuild everything when the flags change (e.g. SANITIZE on or off).
 $(BUILD)/.flags: FORCE
@@ -74,6 +74,11 @@ $(BIN)/hearth: $(BUILD)/orchestrator/cli.o $(BUILD)/libhearth.a
 
 # The probe runs inside sandboxes whatever their rootfs: static, no sanitizers.
 $(BIN)/probe: tests/probe.c $(BUILD)/.flags
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O2 $(WARN) -static -o $@ $<
+
+# The escape attempts of tests/integration/test_adversarial.sh: like the probe.
+$(BIN)/attack: tests/attack.c $(BUILD)/.flags
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O2 $(WARN) -static -o $@ $<
 

@@ -14,12 +14,15 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <jansson.h>
 
 #include "orchestrator/daemon.h"
@@ -30,6 +33,12 @@
  * three tries of a runtime that never comes up end within its 30 s queue
  * timeout: the callers then hear the init error, not a generic timeout. */
 #define INIT_TIMEOUT_S 9
+/* Connections a runtime may hold to its Runtime API at once: one polls
+ * `next` and one posts a result, a few more for runtimes with helper
+ * processes. Past it we stop accepting (the kernel's backlog holds the
+ * rest), so that a runtime cannot spend the daemon's file descriptors. */
+#define RUNTIME_MAX_CONNS 16
+#define RUNTIME_REAP_MS 50
 
 typedef struct lambda_call lambda_call_t;
 
@@ -46,6 +55,10 @@ typedef struct hd_runtime {
     char log[LOG_RING];           /* the last LOG_RING bytes it wrote */
     size_t log_len;
     lambda_call_t *call;          /* the invocation it serves */
+    struct evconnlistener *listener; /* the Runtime API's, paused at RUNTIME_MAX_CONNS */
+    struct bufferevent *conns[RUNTIME_MAX_CONNS]; /* its connections, with a reference of ours */
+    int n_conns;
+    struct event *ev_reap;        /* while paused: look for closed connections */
 } hd_runtime_t;
 
 struct lambda_call {
@@ -110,6 +123,40 @@ static void finish(lambda_call_t *c)
             rt->call = NULL;
     }
     hd_call_done(c->sb, c->inv);
+}
+
+static void reply_status(struct evhttp_request *req, int code, const char *reason, const char *json)
+{
+    struct evbuffer *buf = evbuffer_new();
+    if (buf != NULL)
+        evbuffer_add_printf(buf, "%s\n", json);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    evhttp_send_reply(req, code, reason, buf);
+    if (buf)
+        evbuffer_free(buf);
+}
+
+/* The runtime's pending `next`, or NULL. A runtime may give up on a poll
+ * and close its connection (an HTTP client's timeout, a restart of its
+ * client); libevent 2.1 does not read a connection whose request awaits its
+ * reply, so nobody tells us: peek at the socket. An abandoned `next` is
+ * answered (to nobody; that frees it) and forgotten, so that the runtime's
+ * new poll is taken and no invocation is handed to a closed connection. */
+static struct evhttp_request *live_next(hd_runtime_t *rt)
+{
+    if (rt->next == NULL)
+        return NULL;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(rt->next);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    char byte;
+    ssize_t n = fd >= 0 ? recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) : 0;
+    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)))
+        return rt->next;
+    struct evhttp_request *gone = rt->next;
+    rt->next = NULL;
+    reply_status(gone, 410, "Gone", "{\"errorMessage\":\"abandoned by the runtime\"}");
+    return NULL;
 }
 
 static void deliver(hd_runtime_t *rt, lambda_call_t *c)
@@ -210,23 +257,12 @@ int proto_lambda_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err)
     rt->log_len = 0; /* this invocation's log starts now */
     rt->call = c;
     sb->call = &c->base;
-    if (rt->next != NULL)
+    if (live_next(rt) != NULL)
         deliver(rt, c);
     return 0;
 }
 
 /* --- the Runtime API ------------------------------------------------------------- */
-
-static void reply_status(struct evhttp_request *req, int code, const char *reason, const char *json)
-{
-    struct evbuffer *buf = evbuffer_new();
-    if (buf != NULL)
-        evbuffer_add_printf(buf, "%s\n", json);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-    evhttp_send_reply(req, code, reason, buf);
-    if (buf)
-        evbuffer_free(buf);
-}
 
 /* {"errorMessage", "errorType"} of a runtime's error post: the message
  * into out, the type (if any) into type_out. */
@@ -263,7 +299,7 @@ static void runtime_route(struct evhttp_request *req, void *arg)
     }
     const char *p = path + sizeof(prefix) - 1;
     if (strcmp(p, "invocation/next") == 0 && m == EVHTTP_REQ_GET) {
-        if (rt->next != NULL) {
+        if (live_next(rt) != NULL) {
             reply_status(req, 400, "Bad Request", "{\"errorMessage\":\"a `next` is already waiting\"}");
             return;
         }
@@ -370,6 +406,51 @@ void lambda_sandbox_event(hd_sandbox_t *sb, const sbx_event_t *ev)
     }
 }
 
+/* Forget the connections evhttp has let go (bufferevent_free clears their
+ * callbacks; our reference kept them), and accept again below the cap. */
+static void reap_conns(hd_runtime_t *rt)
+{
+    for (int i = rt->n_conns - 1; i >= 0; i--) {
+        bufferevent_data_cb rd, wr;
+        bufferevent_event_cb ev;
+        void *arg;
+        bufferevent_getcb(rt->conns[i], &rd, &wr, &ev, &arg);
+        if (rd != NULL || wr != NULL || ev != NULL)
+            continue;
+        bufferevent_decref(rt->conns[i]);
+        rt->conns[i] = rt->conns[--rt->n_conns];
+    }
+    if (rt->n_conns < RUNTIME_MAX_CONNS && rt->listener != NULL) {
+        evconnlistener_enable(rt->listener);
+        evtimer_del(rt->ev_reap);
+    }
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    reap_conns(arg);
+}
+
+/* evhttp asks us for each new connection's bufferevent: count it. */
+static struct bufferevent *runtime_bev(struct event_base *base, void *arg)
+{
+    hd_runtime_t *rt = arg;
+    reap_conns(rt);
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL || rt->n_conns >= RUNTIME_MAX_CONNS)
+        return bev; /* cannot happen: the listener pauses at the cap */
+    bufferevent_incref(bev);
+    rt->conns[rt->n_conns++] = bev;
+    if (rt->n_conns == RUNTIME_MAX_CONNS && rt->listener != NULL) {
+        evconnlistener_disable(rt->listener);
+        struct timeval tv = {0, RUNTIME_REAP_MS * 1000};
+        event_add(rt->ev_reap, &tv);
+    }
+    return bev;
+}
+
 int lambda_runtime_start(hd_sandbox_t *sb, hearth_error_t *err)
 {
     hearth_t *hd = sb->hd;
@@ -384,12 +465,16 @@ int lambda_runtime_start(hd_sandbox_t *sb, hearth_error_t *err)
     if (sbx_socket(sb->sbx, RUNTIME_PORT, false, &lfd, err) < 0)
         return hearth_error_wrap(err, "Runtime API socket");
     rt->http = evhttp_new(hd->base);
+    rt->ev_reap = event_new(hd->base, -1, EV_PERSIST, on_reap, rt);
     /* The listener loops on accept until EAGAIN. */
-    if (rt->http == NULL || evutil_make_socket_nonblocking(lfd) < 0 ||
-        evhttp_accept_socket_with_handle(rt->http, lfd) == NULL) {
+    struct evhttp_bound_socket *bound = NULL;
+    if (rt->http == NULL || rt->ev_reap == NULL || evutil_make_socket_nonblocking(lfd) < 0 ||
+        (bound = evhttp_accept_socket_with_handle(rt->http, lfd)) == NULL) {
         close(lfd);
         return hearth_error_set(err, ENOMEM, "Runtime API server");
     }
+    rt->listener = evhttp_bound_socket_get_listener(bound);
+    evhttp_set_bevcb(rt->http, runtime_bev, rt);
     evhttp_set_max_body_size(rt->http, (ev_ssize_t)hd->cfg->max_body_bytes + 1);
     evhttp_set_allowed_methods(rt->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
     evhttp_set_gencb(rt->http, runtime_route, rt);
@@ -458,6 +543,10 @@ void lambda_sandbox_free(hd_sandbox_t *sb)
         rt->call->sb->rt = NULL;
     if (rt->http)
         evhttp_free(rt->http); /* answers nothing more; a pending `next` goes with it */
+    for (int i = 0; i < rt->n_conns; i++)
+        bufferevent_decref(rt->conns[i]); /* evhttp_free has let go of them */
+    if (rt->ev_reap)
+        event_free(rt->ev_reap);
     if (rt->ev_log)
         event_free(rt->ev_log);
     if (rt->ev_init)
