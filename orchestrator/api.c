@@ -341,13 +341,13 @@ static void handle_put(hearth_t *hd, struct evhttp_request *req, const auth_tena
         return;
     }
     if (!auth_may_act(caller, spec_tenant)) {
-        json_decref(obj);
         reply_error(req, 403, "forbidden", "only an admin tenant may deploy for tenant `%s`", spec_tenant);
+        json_decref(obj); /* after: spec_tenant may point into it */
         return;
     }
     if (hd_tenant_id(hd, spec_tenant) == 0) {
-        json_decref(obj);
         reply_error(req, 400, "bad_request", "tenant: no tenant `%s` in the daemon's config", spec_tenant);
+        json_decref(obj); /* after: spec_tenant may point into it */
         return;
     }
     hearth_error_t err = {0};

@@ -424,6 +424,7 @@ static const field_t daemon_fields[] = {
     {"tenants", F_SKIP, 0, 0, 0, 0, 0, NULL, 0, 0, NULL, true},
     {"mount_sources", F_SKIP, 0, 0, 0, 0, 0, NULL, 0, 0, NULL, false},
     {"rootfs_dirs", F_SKIP, 0, 0, 0, 0, 0, NULL, 0, 0, NULL, false},
+    {"seccomp_dirs", F_SKIP, 0, 0, 0, 0, 0, NULL, 0, 0, NULL, false},
     END_FIELDS,
 };
 #undef D
@@ -668,6 +669,7 @@ void cfg_daemon_free(cfg_daemon_t *cfg)
         return;
     free_strings(cfg->mount_sources, cfg->n_mount_sources);
     free_strings(cfg->rootfs_dirs, cfg->n_rootfs_dirs);
+    free_strings(cfg->seccomp_dirs, cfg->n_seccomp_dirs);
     free(cfg->listen_unix);
     free(cfg->listen_http);
     free(cfg->http_host);
@@ -712,7 +714,9 @@ int cfg_daemon_parse(const char *json, size_t len, cfg_daemon_t **out, hearth_er
         read_dir_list(json_object_get(root, "mount_sources"), "mount_sources", &cfg->mount_sources,
                       &cfg->n_mount_sources, err) < 0 ||
         read_dir_list(json_object_get(root, "rootfs_dirs"), "rootfs_dirs", &cfg->rootfs_dirs, &cfg->n_rootfs_dirs,
-                      err) < 0)
+                      err) < 0 ||
+        read_dir_list(json_object_get(root, "seccomp_dirs"), "seccomp_dirs", &cfg->seccomp_dirs,
+                      &cfg->n_seccomp_dirs, err) < 0)
         return -1;
 
     if (cfg->listen_unix[0] == '\0' && cfg->listen_http[0] == '\0')
@@ -1207,12 +1211,13 @@ static bool listed(const char *path, char *const *dirs, const path_policy_t *pol
     return false;
 }
 
-/* One host path: key names it in messages; dirs/list_key are the
- * allowlist (NULL for a trusted spec). *resolved is malloc'd. */
+/* One host path: key names it in messages; dirs (pol->n_allowed of them)
+ * is the allowlist called list_key, list_key NULL for a trusted spec.
+ * *resolved is malloc'd. */
 static int check_host_path(const path_policy_t *pol, const char *key, const char *path, char *const *dirs,
                            const char *list_key, char **resolved, hearth_error_t *err)
 {
-    if (dirs != NULL && !listed(path, dirs, pol))
+    if (list_key != NULL && !listed(path, dirs, pol))
         return invalid(err, "%s: %s is not under any of the daemon's %s%s", key, path, list_key,
                        pol->n_allowed == 0 ? " (none configured: only the operator's functions_dir specs may "
                                              "name host paths)"
@@ -1229,7 +1234,7 @@ static int check_host_path(const path_policy_t *pol, const char *key, const char
                            same ? "" : " (resolved: ", same ? "" : r, same ? "" : ")",
                            !inside ? "contains" : strcmp(r, f->path) == 0 ? "is" : "is inside", f->what);
     }
-    if (dirs != NULL) {
+    if (list_key != NULL) {
         bool ok = false;
         for (size_t i = 0; i < pol->n_allowed && !ok; i++)
             ok = pol->allowed[i] != NULL && path_within(r, pol->allowed[i]);
@@ -1244,6 +1249,7 @@ static int check_host_path(const path_policy_t *pol, const char *key, const char
 void cfg_host_paths_clear(cfg_host_paths_t *p)
 {
     free(p->rootfs);
+    free(p->seccomp);
     free_strings(p->sources, p->n);
     memset(p, 0, sizeof(*p));
 }
@@ -1254,15 +1260,33 @@ int cfg_function_check_paths(const cfg_daemon_t *cfg, const cfg_function_t *fn, 
     char kp[PATH_BUF];
     __attribute__((cleanup(policy_clear))) path_policy_t pol = {0};
     __attribute__((cleanup(cfg_host_paths_clear))) cfg_host_paths_t p = {0};
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
+    /* Most specs name no host path: no file system work for them (this
+     * runs at every cold start). */
+    if (strcmp(fn->rootfs, "/") == 0 && strcmp(fn->seccomp, "default") == 0 && fn->n_mounts == 0)
+        return 0;
     if (policy_init(&pol, cfg, err) < 0)
         return -1;
     /* "/" is the host's root as the sandbox builds it (non-recursive, its
      * own /proc, /dev and /tmp): not a bind of a tenant's choosing. */
     if (strcmp(fn->rootfs, "/") != 0) {
         if ((!trusted && policy_allow(&pol, cfg->rootfs_dirs, cfg->n_rootfs_dirs, err) < 0) ||
-            check_host_path(&pol, "rootfs", fn->rootfs, trusted ? NULL : cfg->rootfs_dirs, "rootfs_dirs",
+            check_host_path(&pol, "rootfs", fn->rootfs, cfg->rootfs_dirs, trusted ? NULL : "rootfs_dirs",
                             &p.rootfs, err) < 0)
             return -1;
+    }
+    /* The daemon itself opens and parses a profile: any file would be an
+     * oracle on its first bytes (the parser's messages quote them), and a
+     * FIFO or a device would block or act on open. */
+    if (strcmp(fn->seccomp, "default") != 0) {
+        if ((!trusted && policy_allow(&pol, cfg->seccomp_dirs, cfg->n_seccomp_dirs, err) < 0) ||
+            check_host_path(&pol, "seccomp", fn->seccomp, cfg->seccomp_dirs, trusted ? NULL : "seccomp_dirs",
+                            &p.seccomp, err) < 0)
+            return -1;
+        struct stat st;
+        if (stat(p.seccomp, &st) < 0 || !S_ISREG(st.st_mode))
+            return invalid(err, "seccomp: %s is not a regular file", fn->seccomp);
     }
     if (fn->n_mounts > 0) {
         if ((p.sources = calloc(fn->n_mounts + 1, sizeof(char *))) == NULL ||
@@ -1271,8 +1295,8 @@ int cfg_function_check_paths(const cfg_daemon_t *cfg, const cfg_function_t *fn, 
         for (size_t i = 0; i < fn->n_mounts; i++, p.n++) {
             path_index(kp, "mounts", i);
             strcat(kp, ".source");
-            if (check_host_path(&pol, kp, fn->mounts[i].source, trusted ? NULL : cfg->mount_sources,
-                                "mount_sources", &p.sources[i], err) < 0)
+            if (check_host_path(&pol, kp, fn->mounts[i].source, cfg->mount_sources,
+                                trusted ? NULL : "mount_sources", &p.sources[i], err) < 0)
                 return -1;
         }
     }
@@ -1289,6 +1313,8 @@ void cfg_host_paths_apply(const cfg_host_paths_t *p, sbx_mount_t *mounts, sbx_sp
         mounts[i].source = p->sources[i];
     if (p->rootfs != NULL)
         spec->rootfs = p->rootfs;
+    if (p->seccomp != NULL)
+        spec->seccomp = p->seccomp;
 }
 
 /* ---- functions_dir ---- */

@@ -77,6 +77,8 @@ typedef struct cfg_daemon {
     size_t n_mount_sources;
     char **rootfs_dirs;         /* likewise for an API spec's rootfs other than "/" */
     size_t n_rootfs_dirs;
+    char **seccomp_dirs;        /* likewise for an API spec's seccomp profile other than "default" */
+    size_t n_seccomp_dirs;
 } cfg_daemon_t;
 
 typedef struct cfg_mount {
@@ -160,23 +162,26 @@ void cfg_function_sbx_spec(const cfg_function_t *fn, sbx_mount_t *mounts, sbx_sp
 /* A function's host paths, resolved (realpath): what the sandbox binds. */
 typedef struct cfg_host_paths {
     char *rootfs;   /* NULL: the host's / */
+    char *seccomp;  /* NULL: the default profile */
     char **sources; /* one per mount, in order */
     size_t n;
 } cfg_host_paths_t;
 
-/* Check the host paths fn names against cfg, and resolve them into *out
- * (may be NULL; else cleared with cfg_host_paths_clear, also on failure).
+/* Check the host paths fn names (mounts[].source, rootfs, seccomp) against
+ * cfg, and resolve them into *out (may be NULL; else cleared with
+ * cfg_host_paths_clear, also on failure).
  *
  * Every spec: each path is resolved, and a path at, under or above /proc,
  * /sys, /dev, state_dir or the Unix socket's directory is refused (binds
  * are recursive, so containing one is as bad as naming it). A rootfs of
  * "/" (the default) is the host's root, which the sandbox builds itself,
- * and is not checked.
+ * and is not checked; nor is the "default" seccomp profile.
  * Unless trusted (a functions_dir spec: written by the operator), a mount
  * source must, both as written and resolved, lie at or under one of
- * cfg->mount_sources, and a rootfs other than "/" under cfg->rootfs_dirs;
- * an empty list allows nothing. Paths outside the list are refused before
- * the file system is asked, so that the answer says nothing about them.
+ * cfg->mount_sources, a rootfs other than "/" under cfg->rootfs_dirs and a
+ * seccomp profile file under cfg->seccomp_dirs; an empty list allows
+ * nothing. Paths outside the list are refused before the file system is
+ * asked, so that the answer says nothing about them.
  *
  * Run at deploy and again at every sandbox creation: a checked path may
  * have become a symlink since. Refusals are EINVAL and name the key. */

@@ -463,6 +463,10 @@ int jnl_open(const char *state_dir, jnl_t **out, jnl_open_stats_t *stats, hearth
         return hearth_error_set(err, ENOMEM, "journal");
     }
     j->rng = ((uint64_t)time(NULL) << 20) ^ (uint64_t)getpid() ^ now_ns() ^ 0x9e3779b97f4a7c15ull;
+    if (sqlschema_private_files(j->path, err) < 0) {
+        free_all(j);
+        return -1;
+    }
     int rc = sqlite3_open_v2(j->path, &j->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW |
                                  SQLITE_OPEN_EXRESCODE,

@@ -3,9 +3,11 @@
 #include "sqlschema.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int sqlschema_make_dirs(const char *path, hearth_error_t *err)
 {
@@ -32,6 +34,32 @@ int sqlschema_make_dirs(const char *path, hearth_error_t *err)
     return 0;
 }
 
+/* SQLite creates a database 0644 less the umask, and its -wal and -shm
+ * with the mode of the database file (fchmod'ed, whatever the umask): a
+ * database made 0600 first keeps all of them private. The directory's
+ * 0700 is not enough on its own: a bind mount of one of these files (or
+ * a hard link) skips it. */
+int sqlschema_private_files(const char *db_path, hearth_error_t *err)
+{
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+        cleanup_free char *path = NULL;
+        if (asprintf(&path, "%s%s", db_path, suffixes[i]) < 0)
+            return hearth_error_set(err, ENOMEM, "state file");
+        cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (i == 0 ? O_CREAT : 0),
+                                    0600);
+        if (fd < 0 && errno == ENOENT && i > 0)
+            continue;
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0)
+            return hearth_error_sys(err, "state file %s", path);
+        if (!S_ISREG(st.st_mode))
+            return hearth_error_set(err, EINVAL, "state file %s: not a regular file", path);
+        if ((st.st_mode & 077) != 0 && fchmod(fd, st.st_mode & 0700) < 0)
+            return hearth_error_sys(err, "state file %s: make it private", path);
+    }
+    return 0;
+}
 
 static int exec_sql(sqlite3 *db, const char *label, const char *sql, hearth_error_t *err)
 {

@@ -127,6 +127,10 @@ int store_open(const char *state_dir, store_t **out, hearth_error_t *err)
         free(s);
         return hearth_error_set(err, ENOMEM, "store");
     }
+    if (sqlschema_private_files(s->path, err) < 0) {
+        store_close(s);
+        return -1;
+    }
     int rc = sqlite3_open_v2(s->path, &s->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOFOLLOW |
                                  SQLITE_OPEN_EXRESCODE,

@@ -79,6 +79,7 @@ write_config() {
   "max_connections": 4096,
   "drain_timeout_ms": 5000,
   "log_level": "info"$6,
+  "mount_sources": ["$SHARED"],
   "tenants": [
     {"name": "t1", "tokens_sha256": ["$(sha256_hex "$TOK")"]}
   ]
