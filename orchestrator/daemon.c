@@ -234,6 +234,7 @@ static int start_create(hd_sandbox_t *sb, hearth_error_t *err)
         if (cfg_function_check_paths(hd->cfg, sb->fn->spec, sb->fn->source == REG_SOURCE_FILE, &paths, err) < 0)
             return -1;
         cfg_host_paths_apply(&paths, mounts, &spec);
+        spec.paths_resolved = true;
     }
     if (sbx_create_async(hd->host, &spec, &sb->ticket, err) < 0)
         return -1;

@@ -100,9 +100,12 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     else
         hearth_log(HEARTH_LOG_INFO, "reloaded: %zu tenants; functions %zu added, %zu changed, %zu removed",
                    cfg->n_tenants, st.added, st.changed, st.removed);
-    /* Keep what the listeners were started with. */
+    /* Keep what the listeners and the store were started with: the state
+     * directory, above all, stays refused to mounts while it is in use. */
     free(cfg->listen_unix);
     cfg->listen_unix = steal_pointer(&old->listen_unix);
+    free(cfg->state_dir);
+    cfg->state_dir = steal_pointer(&old->state_dir);
     auth_unref(old_auth);
     cfg_daemon_free(old);
 }

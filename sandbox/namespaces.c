@@ -157,6 +157,21 @@ static int setup_dev(hearth_error_t *err)
                     "mode=0755,size=16k,nr_inodes=32", err);
 }
 
+/* A host path to bind from, as an O_PATH fd. resolved: the caller checked
+ * the path in its canonical form, and it must still be that: no symlink
+ * anywhere on the way (a tenant with a writable mount could have made one
+ * since the check). */
+static int open_source(const char *path, int flags, bool resolved)
+{
+    if (!resolved)
+        return open(path, O_PATH | O_CLOEXEC | flags);
+    struct open_how how = {
+        .flags = (uint64_t)(O_PATH | O_CLOEXEC | flags),
+        .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+}
+
 static int setup_root(const sbx_spec_t *spec, hearth_error_t *err)
 {
     const char *rootfs = spec->rootfs ? spec->rootfs : "/";
@@ -168,12 +183,12 @@ static int setup_root(const sbx_spec_t *spec, hearth_error_t *err)
     /* The stage covers the host's /tmp: open the rootfs and the sources of
      * the bind mounts first (they may lie under /tmp), and mount them
      * through /proc/self/fd. */
-    cleanup_close int root_src = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    cleanup_close int root_src = open_source(rootfs, O_DIRECTORY, spec->paths_resolved);
     if (root_src < 0)
         return hearth_error_sys(err, "rootfs: open %s", rootfs);
     int srcs[spec->n_mounts + 1];
     for (size_t i = 0; i < spec->n_mounts; i++) {
-        srcs[i] = open(spec->mounts[i].source, O_PATH | O_CLOEXEC);
+        srcs[i] = open_source(spec->mounts[i].source, 0, spec->paths_resolved);
         if (srcs[i] < 0) {
             hearth_error_sys(err, "bind mount %s: open", spec->mounts[i].source);
             for (size_t j = 0; j < i; j++)

@@ -55,6 +55,9 @@ typedef struct sbx_spec {
     uint64_t tmp_bytes;        /* size of the tmpfs /tmp; 0: 64 MiB */
     uint32_t nofile;           /* RLIMIT_NOFILE; 0: 1024 */
     const char *seccomp;       /* NULL or "default": built-in profile; else an OCI/Docker JSON path */
+    bool paths_resolved;       /* rootfs and mount sources are canonical (realpath) and were checked:
+                                  they are opened without following any symlink, so a path turned
+                                  into one since fails the creation instead of binding elsewhere */
 } sbx_spec_t;
 
 typedef struct sbx_exec {

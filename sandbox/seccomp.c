@@ -884,7 +884,10 @@ int sbx_seccomp_compile(const char *profile, sbx_seccomp_t **out, hearth_error_t
         return 0;
     }
 
-    cleanup_close int fd = open(profile, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* Not a FIFO or a device (the regular-file check comes after the
+     * open; O_NONBLOCK keeps the open itself from waiting), nor a symlink
+     * swapped in for the file that was checked. */
+    cleanup_close int fd = open(profile, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
     if (fd < 0)
         return hearth_error_sys(err, "seccomp profile `%s`", profile);
     struct stat st;

@@ -120,13 +120,13 @@ static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, 
     }
     json_t *req = json_loadb(buf + 4, jlen, 0, NULL);
     sbx_spec_t spec = {0};
-    int uid = 0, into = 0;
+    int uid = 0, into = 0, resolved = 0;
     json_int_t tmp = 0, nofile = 0, ticket = 0;
     json_t *mounts = NULL;
     if (req == NULL ||
-        json_unpack(req, "{s:I,s?:s,s:s,s:I,s:I,s:i,s:b,s:o}", "ticket", &ticket, "rootfs", &spec.rootfs,
+        json_unpack(req, "{s:I,s?:s,s:s,s:I,s:I,s:i,s:b,s:b,s:o}", "ticket", &ticket, "rootfs", &spec.rootfs,
                     "hostname", &spec.hostname, "tmp_bytes", &tmp, "nofile", &nofile, "uid", &uid, "into_cgroup",
-                    &into, "mounts", &mounts) < 0 ||
+                    &into, "paths_resolved", &resolved, "mounts", &mounts) < 0 ||
         !json_is_array(mounts)) {
         json_decref(req);
         reply(sock, 0, 0, "spawner: malformed request", NULL, 0);
@@ -141,6 +141,7 @@ static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, 
         m[i].readonly = ro;
     }
     spec.tmp_bytes = (uint64_t)tmp;
+    spec.paths_resolved = resolved;
     spec.nofile = (uint32_t)nofile;
     spec.mounts = m;
     spec.n_mounts = nm;
@@ -276,10 +277,10 @@ int sbx_spawner_send(sbx_spawner_t *sp, uint64_t ticket, const sbx_spawn_req_t *
     for (size_t i = 0; mounts && i < spec->n_mounts; i++)
         json_array_append_new(mounts, json_pack("[ssb]", spec->mounts[i].source, spec->mounts[i].target,
                                                 (int)spec->mounts[i].readonly));
-    json_t *o = json_pack("{s:I,s:s*,s:s,s:I,s:I,s:i,s:b,s:o}", "ticket", (json_int_t)ticket, "rootfs", spec->rootfs,
-                          "hostname", spec->hostname, "tmp_bytes", (json_int_t)spec->tmp_bytes, "nofile",
+    json_t *o = json_pack("{s:I,s:s*,s:s,s:I,s:I,s:i,s:b,s:b,s:o}", "ticket", (json_int_t)ticket, "rootfs",
+                          spec->rootfs, "hostname", spec->hostname, "tmp_bytes", (json_int_t)spec->tmp_bytes, "nofile",
                           (json_int_t)spec->nofile, "uid", (int)req->uid, "into_cgroup", (int)req->into_cgroup,
-                          "mounts", mounts);
+                          "paths_resolved", (int)spec->paths_resolved, "mounts", mounts);
     cleanup_free char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (js == NULL)

@@ -824,6 +824,28 @@ static void t_bad_specs(void)
         CHECK(now == before, "case %zu left %d cgroups behind", i, now - before);
         CHECK(count_uid_procs(UID_BASE, UID_BASE + UID_COUNT, false) == procs_before, "case %zu left processes", i);
     }
+    /* A checked, canonical path that has become a symlink since (a tenant
+     * with a writable mount can make one): refused when the caller says
+     * its paths are resolved, followed otherwise. */
+    char link[64];
+    snprintf(link, sizeof(link), "/var/tmp/hearth-test-link-%d", (int)getpid());
+    unlink(link);
+    if (symlink(bin_dir, link) == 0) {
+        sbx_mount_t via_link = {link, "/mnt", true};
+        sbx_spec_t resolved = {.mounts = &via_link, .n_mounts = 1, .paths_resolved = true};
+        sbx_spec_t plain = {.mounts = &via_link, .n_mounts = 1};
+        hearth_error_t err = {0};
+        sbx_t *sb = NULL;
+        CHECK(sbx_create(host, &resolved, &sb, &err) < 0 && strstr(err.msg, link) != NULL,
+              "paths_resolved: a symlinked source was bound (%s)", sb ? "created" : err.msg);
+        sbx_destroy(sb);
+        sb = NULL;
+        CHECK(sbx_create(host, &plain, &sb, &err) == 0, "a symlinked source without paths_resolved: %s", err.msg);
+        sbx_destroy(sb);
+        unlink(link);
+    } else {
+        CHECK(0, "symlink %s: %s", link, strerror(errno));
+    }
     /* and the host is still fine */
     run_t r;
     CHECK(probe_once(&default_spec, "exit", "0", &r) == 0 && r.end.kind == SBX_END_EXIT, "sandbox after failures");
