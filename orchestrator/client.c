@@ -73,7 +73,8 @@ static void finish(exchange_t *x, int rc)
     if (x->rc != 1)
         return;
     x->rc = rc;
-    event_base_loopbreak(x->base);
+    if (x->base != NULL) /* NULL: client_parse_response, no loop */
+        event_base_loopbreak(x->base);
 }
 
 static void fail(exchange_t *x, int code, const char *fmt, ...) HEARTH_PRINTF(3, 4);
@@ -336,6 +337,18 @@ static void parse(exchange_t *x, struct evbuffer *in)
         finish(x, 0);
 }
 
+/* The peer closed: whatever is buffered counts before the end does. */
+static void parse_eof(exchange_t *x, struct evbuffer *in)
+{
+    parse(x, in);
+    if (x->rc != 1)
+        return;
+    if (x->state == ST_BODY_EOF)
+        finish(x, 0);
+    else
+        fail(x, ECONNRESET, "%s closed the connection before a whole response", client_target(x->opts));
+}
+
 static void unix_read_cb(struct bufferevent *bev, void *arg)
 {
     parse(arg, bufferevent_get_input(bev));
@@ -355,17 +368,13 @@ static void unix_event_cb(struct bufferevent *bev, short what, void *arg)
         evbuffer_drain(bufferevent_get_output(bev), evbuffer_get_length(bufferevent_get_output(bev)));
         return;
     }
-    /* Whatever is buffered counts before the end does. */
-    parse(x, bufferevent_get_input(bev));
-    if (x->rc != 1)
-        return;
-    if ((what & BEV_EVENT_EOF) && x->state == ST_BODY_EOF) {
-        finish(x, 0);
+    if (what & BEV_EVENT_EOF) {
+        parse_eof(x, bufferevent_get_input(bev));
         return;
     }
-    if (what & BEV_EVENT_EOF)
-        fail(x, ECONNRESET, "%s closed the connection before a whole response", client_target(x->opts));
-    else
+    /* Whatever is buffered counts before the error does. */
+    parse(x, bufferevent_get_input(bev));
+    if (x->rc == 1)
         fail(x, ECONNRESET, "reading from %s: %s", client_target(x->opts), strerror(e ? e : ECONNRESET));
 }
 
@@ -633,6 +642,19 @@ void client_response_free(client_response_t *resp)
     resp->body_len = 0;
 }
 
+/* The exchange succeeded: the body into resp. */
+static int take_response(exchange_t *x)
+{
+    size_t n = evbuffer_get_length(x->body);
+    x->resp->body = malloc(n + 1);
+    if (x->resp->body == NULL)
+        return hearth_error_tag(x->err, ENOMEM, "out of memory for a %zu-byte response", n);
+    evbuffer_remove(x->body, x->resp->body, n);
+    x->resp->body[n] = '\0';
+    x->resp->body_len = n;
+    return 0;
+}
+
 int client_request(const client_opts_t *opts, const char *method, const char *path, const client_header_t *headers,
                    size_t n_headers, const void *body, size_t body_len, client_response_t *resp,
                    hearth_error_t *err)
@@ -687,18 +709,7 @@ int client_request(const client_opts_t *opts, const char *method, const char *pa
         fail(&x, EIO, "event loop failed");
     if (x.rc == 1) /* nothing left to wait for, yet no answer: cannot happen, but never report success */
         fail(&x, ECONNRESET, "no response from %s", client_target(opts));
-    rc = x.rc;
-    if (rc == 0) {
-        size_t n = evbuffer_get_length(x.body);
-        resp->body = malloc(n + 1);
-        if (resp->body == NULL) {
-            rc = hearth_error_tag(err, ENOMEM, "out of memory for a %zu-byte response", n);
-            goto out;
-        }
-        evbuffer_remove(x.body, resp->body, n);
-        resp->body[n] = '\0';
-        resp->body_len = n;
-    }
+    rc = x.rc == 0 ? take_response(&x) : -1;
 out:
     if (x.bev)
         bufferevent_free(x.bev);
@@ -712,6 +723,52 @@ out:
         evbuffer_free(x.body);
     if (x.base)
         event_base_free(x.base);
+    if (rc < 0)
+        client_response_free(resp);
+    return rc < 0 ? -1 : 0;
+}
+
+int client_parse_response(const void *data, size_t len, const size_t *pieces, size_t n_pieces, bool head,
+                          size_t max_body, client_response_t *resp, hearth_error_t *err)
+{
+    memset(resp, 0, sizeof(*resp));
+    TAILQ_INIT(&resp->headers);
+    const client_opts_t opts = {.socket_path = "(buffer)"};
+    exchange_t x = {
+        .opts = &opts,
+        .max_body = max_body ? max_body : DEFAULT_MAX_RESPONSE,
+        .resp = resp,
+        .err = err,
+        .rc = 1,
+        .state = ST_STATUS,
+        .head = head,
+    };
+    int rc = -1;
+    struct evbuffer *in = evbuffer_new();
+    x.body = evbuffer_new();
+    if (in == NULL || x.body == NULL) {
+        hearth_error_tag(err, ENOMEM, "out of memory");
+        goto out;
+    }
+    const char *p = data;
+    size_t left = len;
+    for (size_t i = 0; x.rc == 1 && left > 0; i++) {
+        size_t n = i < n_pieces && pieces[i] < left ? pieces[i] : left;
+        if (evbuffer_add(in, p, n) < 0) {
+            fail(&x, ENOMEM, "out of memory");
+            break;
+        }
+        p += n;
+        left -= n;
+        parse(&x, in);
+    }
+    parse_eof(&x, in);
+    rc = x.rc == 0 ? take_response(&x) : -1;
+out:
+    if (in)
+        evbuffer_free(in);
+    if (x.body)
+        evbuffer_free(x.body);
     if (rc < 0)
         client_response_free(resp);
     return rc < 0 ? -1 : 0;

@@ -18,6 +18,7 @@
 #ifndef HEARTH_CLIENT_H
 #define HEARTH_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,6 +66,14 @@ int client_request(const client_opts_t *opts, const char *method, const char *pa
                    hearth_error_t *err);
 
 void client_response_free(client_response_t *resp);
+
+/* The Unix-socket path's response parser, driven from memory (fuzzing,
+ * tests): data arrives in pieces of the given sizes (the rest in one
+ * piece once they run out), then the connection ends. Returns and fills
+ * resp exactly as client_request would for that byte stream; head: the
+ * request was HEAD; max_body 0: the default. */
+int client_parse_response(const void *data, size_t len, const size_t *pieces, size_t n_pieces, bool head,
+                          size_t max_body, client_response_t *resp, hearth_error_t *err);
 
 /* A response header's value (case-insensitive name), or NULL. */
 const char *client_header(const client_response_t *resp, const char *name);
