@@ -220,7 +220,7 @@ static int cmd_run(int argc, char **argv)
     /* A shared root: concurrent runs and a daemon on the same root never
      * touch each other's cgroups. */
     sbx_host_config_t hc = {.cgroup_root = cg_root, .uid_base = 100000, .uid_count = 65536, .shared_root = true,
-                             .seccomp_cache = "/run/hearth/seccomp", .netns_ahead = 1};
+                             .seccomp_cache = "/run/hearth/seccomp"};
     hearth_error_t err = {0};
     sbx_host_t *host = NULL;
     if (sbx_host_open(&hc, &host, &err) < 0) {

@@ -73,10 +73,9 @@ typedef struct sbx_spawn_res {
  * A creation in progress is a small state machine driven by the child's
  * messages, so that the spawner can have many under way at once. */
 /* netns.c: network namespaces (only lo, up) for new sandboxes. A stock is
- * a thread making them ahead of need: it keeps target of them ready, or
- * (refill false) makes target once and ends. */
+ * a thread making them ahead of need: it keeps target of them ready. */
 typedef struct sbx_netns_stock sbx_netns_stock_t;
-int sbx_netns_stock_start(int target, bool refill, sbx_netns_stock_t **out, hearth_error_t *err);
+int sbx_netns_stock_start(int target, sbx_netns_stock_t **out, hearth_error_t *err);
 void sbx_netns_stock_stop(sbx_netns_stock_t *st);
 /* One sandbox's namespace: promised from the stock (st may be NULL) if it
  * has one to spare, else made on a thread of its own. finish returns the

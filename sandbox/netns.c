@@ -6,10 +6,10 @@
  * the child building its root, and the child enters it with setns while
  * still host root.
  *
- * Better still, a stock made ahead of need: a thread started with the host
- * makes namespaces before anyone asks, so a creation finds one ready (the
- * spawner keeps a few; `hearth run` makes its one while it opens the host
- * and clones). Every namespace serves one sandbox and is never reused:
+ * Better still, a stock made ahead of need: a thread of the spawner makes
+ * namespaces before anyone asks, so a creation finds one ready and the
+ * spawner's CPU goes to the child. Every namespace serves one sandbox and
+ * is never reused:
  * nothing a tenant did in one can reach the next. When the stock has none
  * to spare, a creation makes its own on a thread of its own, as before, so
  * a burst still uses every CPU.
@@ -43,9 +43,8 @@ struct sbx_netns_stock {
     int n_ready;
     int reserved;          /* promised to creations that will take them */
     int target;            /* keep this many ready or promised-and-coming */
-    bool refill;           /* false: make target once, then the thread ends */
     bool making;           /* the thread is making one now */
-    bool done;             /* the thread has ended (failed, stopped or finished) */
+    bool done;             /* the thread has ended (failed or stopped) */
     bool stop;
     int err;               /* errno of the thread's last failure */
     const char *err_what;  /* and which step failed */
@@ -96,10 +95,9 @@ static void *stock_main(void *arg)
     sbx_netns_stock_t *st = arg;
     pthread_mutex_lock(&st->mu);
     for (;;) {
-        while (!st->stop && st->n_ready - st->reserved >= st->target && (st->refill || st->n_ready == 0))
+        while (!st->stop && st->n_ready - st->reserved >= st->target)
             pthread_cond_wait(&st->cv, &st->mu);
-        /* One-shot stocks end once their namespace exists. */
-        if (st->stop || (!st->refill && st->n_ready > 0))
+        if (st->stop)
             break;
         st->making = true;
         pthread_mutex_unlock(&st->mu);
@@ -122,7 +120,7 @@ static void *stock_main(void *arg)
     return NULL;
 }
 
-int sbx_netns_stock_start(int target, bool refill, sbx_netns_stock_t **out, hearth_error_t *err)
+int sbx_netns_stock_start(int target, sbx_netns_stock_t **out, hearth_error_t *err)
 {
     *out = NULL;
     if (target <= 0)
@@ -131,7 +129,6 @@ int sbx_netns_stock_start(int target, bool refill, sbx_netns_stock_t **out, hear
     if (st == NULL)
         return hearth_error_set(err, ENOMEM, "network namespace stock");
     st->target = target < STOCK_MAX ? target : STOCK_MAX;
-    st->refill = refill;
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv, NULL);
     /* A small stack: the thread makes a few system calls in a loop. */

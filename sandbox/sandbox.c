@@ -34,7 +34,6 @@ struct sbx_host {
     uint64_t next_id;           /* names cgroups sbx-<id> */
     seccomp_entry_t *seccomps;  /* compiled once per profile */
     sbx_spawner_t *spawner;     /* NULL: clone from this process */
-    sbx_netns_stock_t *netns;   /* without a spawner: network namespaces made ahead, or NULL */
     sbx_cgroup_t cg_ready[SBX_CG_AHEAD_MAX]; /* empty cgroups made ahead (with a spawner) */
     int n_cg_ready;
     int cg_ahead;               /* keep this many */
@@ -144,11 +143,6 @@ int sbx_host_open(const sbx_host_config_t *cfg, sbx_host_t **out, hearth_error_t
         return hearth_error_set(err, ENOMEM, "sandbox host");
     }
     h->next_id = 1;
-    /* First, so that the namespace is being made while we open the rest. */
-    if (!cfg->spawner && sbx_netns_stock_start(cfg->netns_ahead, false, &h->netns, err) < 0) {
-        sbx_host_close(h);
-        return -1;
-    }
     /* Processes sharing a root also share the uid range: start each one's
      * search somewhere else. */
     if (cfg->shared_root)
@@ -186,7 +180,6 @@ void sbx_host_close(sbx_host_t *h)
         sbx_destroy(h->live);
     /* Stopping the spawner kills the inits still being set up. */
     sbx_spawner_stop(h->spawner);
-    sbx_netns_stock_stop(h->netns);
     while (h->n_cg_ready > 0) {
         hearth_error_t ignore;
         sbx_cgroup_t *cg = &h->cg_ready[--h->n_cg_ready];
@@ -362,7 +355,7 @@ static void fill_req(sbx_t *sb, const sbx_spec_t *spec, const sbx_seccomp_t *sc,
                      sbx_spawn_req_t *req)
 {
     sbx_host_t *h = sb->host;
-    *req = (sbx_spawn_req_t){.spec = spec, .uid = h->uid_base + sb->uid_slot, .seccomp = sc, .netns = h->netns};
+    *req = (sbx_spawn_req_t){.spec = spec, .uid = h->uid_base + sb->uid_slot, .seccomp = sc};
     if (cg_later) {
         req->cg_later = true;
         req->n_cg_fds = h->cgs.n_hier;

@@ -30,9 +30,10 @@ typedef struct sbx_host_config {
     bool shared_root;        /* others use cgroup_root too (`hearth run` beside a daemon): name our
                                 cgroups run-<pid>-<n>, clean only those of dead processes, and leave
                                 the root in place at close */
-    int netns_ahead;         /* network namespaces made ahead of need, from now on: the spawner keeps
-                                this many ready; without one, this many are made once (a one-shot
-                                run's own). 0: each creation makes its own */
+    int netns_ahead;         /* with a spawner: network namespaces it keeps made ahead of need.
+                                0, or no spawner: each creation makes its own beside the child (a
+                                one-shot run gains nothing from a thread started earlier: measured
+                                slower, see docs/benchmarks.md) */
     int cgroups_ahead;       /* with a spawner: empty cgroups kept made ahead of need (at most
                                 SBX_CG_AHEAD_MAX); a creation then only writes their limits */
 } sbx_host_config_t;

@@ -189,7 +189,7 @@ __attribute__((noreturn)) static void spawner_main(int sock, int netns_ahead)
      * stock every creation makes its own: slower, not wrong. */
     hearth_error_t stock_err;
     sbx_netns_stock_t *netns = NULL;
-    if (sbx_netns_stock_start(netns_ahead, true, &netns, &stock_err) < 0)
+    if (sbx_netns_stock_start(netns_ahead, &netns, &stock_err) < 0)
         netns = NULL;
     int n_fl = 0;
     struct pollfd pfd[MAX_INFLIGHT + 1];

@@ -1029,9 +1029,7 @@ int main(void)
     }
     find_paths();
     snprintf(cg_root, sizeof(cg_root), "hearth/test-%d", (int)getpid());
-    /* One network namespace made ahead, as `hearth run` does: the first
-     * sandbox is cloned while that thread runs. */
-    sbx_host_config_t hc = {.cgroup_root = cg_root, .uid_base = UID_BASE, .uid_count = UID_COUNT / 2, .netns_ahead = 1};
+    sbx_host_config_t hc = {.cgroup_root = cg_root, .uid_base = UID_BASE, .uid_count = UID_COUNT / 2};
     hearth_error_t err = {0};
     if (sbx_host_open(&hc, &host, &err) < 0) {
         printf("# sbx_host_open: %s\n", err.msg);
