@@ -4,6 +4,8 @@
 #   make run                  install, build, start hearthd with configs/hearthd.json
 #   make bench [QUICK=1]      benchmarks against the references (never part of make test)
 #   make SANITIZE=address,undefined test
+#   make soak [SOAK_SECONDS=N]  a bounded soak of a real hearthd under load and faults (default 10 min)
+#   CI=true make test         also the sanitizer, valgrind, fuzz and soak stages (scripts/run-tests ci)
 #   make O=/tmp/out           build out of tree (objects and binaries under /tmp/out)
 O        ?= .
 BIN      := $(O)/bin
@@ -102,9 +104,12 @@ integration: all
 vm-test: all
 	@scripts/vm-test
 
+# With CI=true, scripts/run-tests ci: the same runners, then the suite again
+# under ASan/UBSan (in build/san), the unit tests under valgrind, every fuzz
+# target for 60 s and a 2-minute soak.
 test: deps
 	@$(MAKE) --no-print-directory all
-	@scripts/run-tests all
+	@scripts/run-tests $(if $(filter true,$(CI)),ci,all)
 
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -113,6 +118,11 @@ run: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/bench/run $(if $(QUICK),--quick)
+
+# SOAK_SECONDS (or SOAK_MINUTES) of mixed load and faults; default 10 minutes.
+soak: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/soak
 
 # libFuzzer targets for every parser of outside input; FUZZ_SECONDS each (default 30).
 fuzz: deps
