@@ -626,8 +626,13 @@ static void t_timeout(void)
     CHECK(r.elapsed_ms >= 1000 && r.elapsed_ms < 2500, "ended after %llu ms", (unsigned long long)r.elapsed_ms);
     CHECK(val(&r, "hanging") != NULL, "the probe never started hanging");
     CHECK(!sbx_alive(sb), "still alive after the time limit");
-    CHECK(count_uid_procs(huid, huid + 1, true) == 0, "%d live processes with uid %u after the timeout",
-          count_uid_procs(huid, huid + 1, true), (unsigned)huid);
+    /* A SIGKILLed process runs its exit for a moment before it is a zombie. */
+    int live = count_uid_procs(huid, huid + 1, true);
+    for (int i = 0; live > 0 && i < 100; i++) {
+        usleep(10000);
+        live = count_uid_procs(huid, huid + 1, true);
+    }
+    CHECK(live == 0, "%d live processes with uid %u 1 s after the timeout", live, (unsigned)huid);
     char why[128];
     sbx_end_describe(&r.end, &default_spec, 1000, why, sizeof(why));
     CHECK(strcmp(why, "time limit (1 s) reached") == 0, "described as `%s`", why);
@@ -643,7 +648,11 @@ static void t_cpu_accounting(void)
     hearth_error_t err = {0};
     sbx_usage_t before, after;
     run_t r;
-    const char *argv[] = {probe, "spin", "200", NULL};
+    /* The cgroup also counts the probe's exec and exit, and init's part in
+     * them: a few ms on a real kernel, tens under qemu's emulation (TCG),
+     * where a longer spin keeps them under the 5 %. */
+    const char *spin = getenv("HEARTH_VM") ? "1000" : "200";
+    const char *argv[] = {probe, "spin", spin, NULL};
     CHECK(sbx_usage(sb, &before, &err) == 0, "usage: %s", err.msg);
     CHECK(run_in(sb, argv, 30000, &r, &err) == 0, "run: %s", err.msg);
     /* after the end: the counters are exact once the process is gone */
@@ -651,7 +660,8 @@ static void t_cpu_accounting(void)
     sbx_destroy(sb);
     uint64_t own = parse_u64(val(&r, "rusage_ns"));
     uint64_t cg = after.cpu_ns - before.cpu_ns;
-    REQUIRE(own >= 190000000ULL, "probe reports %llu ns of CPU for spin 200", (unsigned long long)own);
+    REQUIRE(own >= (uint64_t)atoi(spin) * 950000ULL, "probe reports %llu ns of CPU for spin %s", (unsigned long long)own,
+            spin);
     double ratio = (double)cg / (double)own;
     printf("#   cgroup %.3f ms, probe's getrusage %.3f ms (ratio %.4f)\n", cg / 1e6, own / 1e6, ratio);
     CHECK(ratio > 0.95 && ratio < 1.05, "cgroup CPU %llu ns vs getrusage %llu ns", (unsigned long long)cg,
