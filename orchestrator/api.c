@@ -847,22 +847,35 @@ static void sweep(evutil_socket_t fd, short what, void *arg)
     (void)what;
     hearth_t *hd = arg;
     uint64_t now = now_ns(), limit = (uint64_t)hd->cfg->read_timeout_ms * 1000000ULL;
+    /* Deleting moves the map: the let-go ones are collected, then freed,
+     * in batches, so that the sweep stays linear under churn. */
+    api_conn_t *gone[256];
+    size_t n_gone;
+    do {
+        n_gone = 0;
+        uint32_t pos = 0;
+        void *v;
+        while (n_gone < sizeof(gone) / sizeof(gone[0]) && idmap_next(&hd->conns, &pos, &v)) {
+            api_conn_t *c = v;
+            bufferevent_data_cb rd, wr;
+            bufferevent_event_cb ev;
+            void *cbarg;
+            bufferevent_getcb(c->bev, &rd, &wr, &ev, &cbarg);
+            if (rd == NULL && wr == NULL && ev == NULL)
+                gone[n_gone++] = c;
+        }
+        for (size_t i = 0; i < n_gone; i++) {
+            idmap_del(&hd->conns, (uint64_t)(uintptr_t)gone[i]->bev);
+            bufferevent_decref(gone[i]->bev);
+            hd->connections--;
+            free(gone[i]);
+        }
+    } while (n_gone == sizeof(gone) / sizeof(gone[0]));
+
     uint32_t pos = 0;
     void *v;
     while (idmap_next(&hd->conns, &pos, &v)) {
         api_conn_t *c = v;
-        bufferevent_data_cb rd, wr;
-        bufferevent_event_cb ev;
-        void *cbarg;
-        bufferevent_getcb(c->bev, &rd, &wr, &ev, &cbarg);
-        if (rd == NULL && wr == NULL && ev == NULL) {
-            idmap_del(&hd->conns, (uint64_t)(uintptr_t)c->bev);
-            bufferevent_decref(c->bev);
-            hd->connections--;
-            free(c);
-            pos = 0; /* the map moved */
-            continue;
-        }
         if (!c->served && now - c->accepted_ns > limit) {
             int sock = (int)bufferevent_getfd(c->bev);
             if (sock >= 0)
