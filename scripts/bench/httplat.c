@@ -2,10 +2,10 @@
  * (keep-alive) connection, on a Unix socket or TCP: the warm-invocation
  * benchmark's client, the same for hearthd and for the evhttp floors.
  *
- *   httplat (-u SOCKET | -t HOST:PORT) -P PATH [-T TOKEN] [-d BODY] [-e EXPECT]
- *           -n N [-w WARMUP] [-k KEY] [-o FILE]
+ *   httplat (-u SOCKET | -t HOST:PORT) -P PATH [-M METHOD] [-T TOKEN] [-d BODY] [-e EXPECT]
+ *           -n N [-w WARMUP] [-k KEY] [-o FILE] [-C SPEC [-s PAUSE_MS]]
  *
- * Sends N (after WARMUP untimed) POST PATH requests with BODY (and
+ * Sends N (after WARMUP untimed) POST (or METHOD) PATH requests with BODY (and
  * "Authorization: Bearer TOKEN" when given), one at a time, each timed with
  * CLOCK_MONOTONIC from before the write of the request to the last byte of the
  * answer. Appends one line per timed request to FILE (default stdout):
@@ -13,7 +13,17 @@
  * If the server closes the connection, the client reconnects (outside the
  * timing of the request that follows; counted on stderr). With -e, an answer
  * whose status is 200 but whose body differs from EXPECT is recorded with
- * status 0. Exit: 0 all requests answered, 1 an I/O or protocol error after
+ * status 0.
+ *
+ * With -C (cold starts through hearthd), PATH is a function-name prefix:
+ * before request i, `PUT /v1/functions/PATH-i` deploys SPEC (a JSON spec
+ * without "name"), untimed, and must answer 201; the timed request is then
+ * `POST /v1/functions/PATH-i/invocations`, the function's first call, so it
+ * finds no sandbox of its own; after it, `DELETE /v1/functions/PATH-i`
+ * (untimed, must answer 204) and a pause of PAUSE_MS (default 0) let the
+ * daemon tear the sandbox down before the next sample.
+ *
+ * Exit: 0 all requests answered, 1 an I/O or protocol error after
  * the start (what was measured so far is written), 2 cannot connect at all.
  */
 #define _GNU_SOURCE
@@ -143,6 +153,8 @@ static int read_answer(int fd, struct answer *a, int *eof)
             a->close = 1;
         *eol = '\r';
     }
+    if (clen < 0 && (a->status == 204 || a->status == 304))
+        clen = 0; /* no body, and evhttp sends no Content-Length */
     if (clen < 0 || (size_t)clen > sizeof buf - 1 - hlen)
         return -1; /* no Content-Length (chunked) is not expected of either server */
     while (blen < hlen + (size_t)clen) {
@@ -168,21 +180,92 @@ static void consume(const struct answer *a)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: httplat (-u SOCKET | -t HOST:PORT) -P PATH [-T TOKEN] [-d BODY] "
-                    "[-e EXPECT] -n N [-w WARMUP] [-k KEY] [-o FILE]\n");
+    fprintf(stderr, "usage: httplat (-u SOCKET | -t HOST:PORT) -P PATH [-M METHOD] [-T TOKEN] [-d BODY] "
+                    "[-e EXPECT] -n N [-w WARMUP] [-k KEY] [-o FILE] [-C SPEC [-s PAUSE_MS]]\n");
     exit(2);
+}
+
+/* One request on *fd, reconnecting once if the server had closed the kept-
+ * alive connection before it; the answer stays in buf until consume().
+ * *t0 and *t1 bracket the successful attempt. 0, or -1 on error. */
+static int roundtrip(int *fd, const char *req, size_t rlen, struct answer *a, uint64_t *t0, uint64_t *t1,
+                     const char *key, long i)
+{
+    int eof, tries = 0;
+    for (;;) {
+        *t0 = now_ns();
+        if (write_all(*fd, req, rlen) == 0 && read_answer(*fd, a, &eof) == 0)
+            break;
+        /* The server closed a kept-alive connection before this request:
+         * reconnect once and send it again; anything else is an error. */
+        if (!eof || tries++ > 0 || blen) {
+            fprintf(stderr, "httplat: %s: request %ld: I/O or protocol error\n", key, i);
+            return -1;
+        }
+        close(*fd);
+        blen = 0;
+        reconnects++;
+        if ((*fd = dial()) < 0) {
+            fprintf(stderr, "httplat: %s: cannot reconnect\n", key);
+            return -1;
+        }
+    }
+    *t1 = now_ns();
+    return 0;
+}
+
+/* After an answer: reconnect if the server said it closes. */
+static int after(int *fd, const struct answer *a, const char *key)
+{
+    if (!a->close)
+        return 0;
+    close(*fd);
+    blen = 0;
+    reconnects++;
+    if ((*fd = dial()) < 0) {
+        fprintf(stderr, "httplat: %s: cannot reconnect\n", key);
+        return -1;
+    }
+    return 0;
+}
+
+/* An untimed request of the cold mode (deploy or delete) that must answer
+ * `want`. */
+static int admin(int *fd, const char *method, const char *path, const char *auth, const char *body, int want,
+                 const char *key, long i)
+{
+    char *req;
+    int rlen = asprintf(&req, "%s %s HTTP/1.1\r\nHost: bench\r\n%sContent-Type: application/json\r\n"
+                              "Content-Length: %zu\r\n\r\n%s", method, path, auth, strlen(body), body);
+    if (rlen < 0)
+        return -1;
+    struct answer a;
+    uint64_t t0, t1;
+    int rc = roundtrip(fd, req, (size_t)rlen, &a, &t0, &t1, key, i);
+    free(req);
+    if (rc < 0)
+        return -1;
+    if (a.status != want) {
+        fprintf(stderr, "httplat: %s: %s %s answered %d, not %d: %.*s\n", key, method, path, a.status, want,
+                (int)a.body_len, a.body);
+        return -1;
+    }
+    consume(&a);
+    return after(fd, &a, key);
 }
 
 int main(int argc, char **argv)
 {
-    const char *path = NULL, *token = NULL, *data = "", *expect = NULL, *key = "x", *out = NULL;
-    long n = -1, warmup = 0;
+    const char *path = NULL, *token = NULL, *data = "", *expect = NULL, *key = "x", *out = NULL, *spec = NULL;
+    const char *method = "POST";
+    long n = -1, warmup = 0, pause_ms = 0;
     int c;
-    while ((c = getopt(argc, argv, "u:t:P:T:d:e:n:w:k:o:")) != -1) {
+    while ((c = getopt(argc, argv, "u:t:P:M:T:d:e:n:w:k:o:C:s:")) != -1) {
         switch (c) {
         case 'u': sock_path = optarg; break;
         case 't': host_port = optarg; break;
         case 'P': path = optarg; break;
+        case 'M': method = optarg; break;
         case 'T': token = optarg; break;
         case 'd': data = optarg; break;
         case 'e': expect = optarg; break;
@@ -190,6 +273,8 @@ int main(int argc, char **argv)
         case 'w': warmup = atol(optarg); break;
         case 'k': key = optarg; break;
         case 'o': out = optarg; break;
+        case 'C': spec = optarg; break;
+        case 's': pause_ms = atol(optarg); break;
         default: usage();
         }
     }
@@ -199,11 +284,8 @@ int main(int argc, char **argv)
     char auth[512] = "";
     if (token)
         snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
-    char *req;
-    int rlen = asprintf(&req, "POST %s HTTP/1.1\r\nHost: bench\r\n%sContent-Type: application/octet-stream\r\n"
-                              "Content-Length: %zu\r\n\r\n%s", path, auth, strlen(data), data);
-    if (rlen < 0)
-        return 2;
+    char *req = NULL;
+    int rlen = 0;
 
     FILE *o = out ? fopen(out, "a") : stdout;
     if (!o) {
@@ -224,30 +306,29 @@ int main(int argc, char **argv)
     long done = 0, mismatched = 0;
     int rc = 0;
     for (long i = 0; i < warmup + n; i++) {
-        struct answer a;
-        int eof, tries = 0;
-        uint64_t t0;
-        for (;;) {
-            t0 = now_ns();
-            if (write_all(fd, req, (size_t)rlen) == 0 && read_answer(fd, &a, &eof) == 0)
-                break;
-            /* The server closed a kept-alive connection before this request:
-             * reconnect once and send it again; anything else is an error. */
-            if (!eof || tries++ > 0 || blen) {
-                fprintf(stderr, "httplat: %s: request %ld: I/O or protocol error\n", key, i);
-                rc = 1;
-                goto finish;
-            }
-            close(fd);
-            blen = 0;
-            reconnects++;
-            if ((fd = dial()) < 0) {
-                fprintf(stderr, "httplat: %s: cannot reconnect\n", key);
+        char fn[256], url[320];
+        if (spec) {
+            snprintf(fn, sizeof fn, "/v1/functions/%s-%ld", path, i);
+            snprintf(url, sizeof url, "%s/invocations", fn);
+            if (admin(&fd, "PUT", fn, auth, spec, 201, key, i) < 0) {
                 rc = 1;
                 goto finish;
             }
         }
-        uint64_t t1 = now_ns();
+        if (req == NULL || spec) {
+            free(req);
+            rlen = asprintf(&req, "%s %s HTTP/1.1\r\nHost: bench\r\n%sContent-Type: application/octet-stream\r\n"
+                                  "Content-Length: %zu\r\n\r\n%s", method, spec ? url : path, auth, strlen(data),
+                            data);
+            if (rlen < 0)
+                return 2;
+        }
+        struct answer a;
+        uint64_t t0, t1;
+        if (roundtrip(&fd, req, (size_t)rlen, &a, &t0, &t1, key, i) < 0) {
+            rc = 1;
+            goto finish;
+        }
         int st = a.status;
         if (expect && st == 200 && (a.body_len != strlen(expect) || memcmp(a.body, expect, a.body_len))) {
             st = 0;
@@ -260,15 +341,17 @@ int main(int argc, char **argv)
             snprintf(start[done], sizeof start[done], "%s", a.start);
             done++;
         }
-        if (a.close) {
-            close(fd);
-            blen = 0;
-            reconnects++;
-            if ((fd = dial()) < 0) {
-                fprintf(stderr, "httplat: %s: cannot reconnect\n", key);
+        if (after(&fd, &a, key) < 0) {
+            rc = 1;
+            goto finish;
+        }
+        if (spec) {
+            if (admin(&fd, "DELETE", fn, auth, "", 204, key, i) < 0) {
                 rc = 1;
                 goto finish;
             }
+            if (pause_ms > 0)
+                usleep((useconds_t)pause_ms * 1000);
         }
     }
 finish:
@@ -280,5 +363,6 @@ finish:
         fprintf(stderr, "httplat: %s: %d reconnects, %ld answers with an unexpected body\n", key, reconnects,
                 mismatched);
     close(fd);
+    free(req);
     return rc;
 }
