@@ -121,7 +121,11 @@ typedef struct sbx_spawner sbx_spawner_t;
 /* netns_ahead: network namespaces the spawner keeps ready. */
 int sbx_spawner_start(int netns_ahead, sbx_spawner_t **out, hearth_error_t *err);
 int sbx_spawner_fd(const sbx_spawner_t *sp);
+/* Never blocks: what the socket has no room for is kept, in order, until
+ * sbx_spawner_flush sends it (call it whenever answers are read: while
+ * requests wait, answers keep coming). */
 int sbx_spawner_send(sbx_spawner_t *sp, uint64_t ticket, const sbx_spawn_req_t *req, hearth_error_t *err);
+int sbx_spawner_flush(sbx_spawner_t *sp, hearth_error_t *err);
 /* Read one answer (blocking unless the fd is non-blocking: then 0 when
  * none is there). 1: *ticket set; ok → res filled, else err filled and
  * *failed set. -1: the spawner is gone. */

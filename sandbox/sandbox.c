@@ -532,8 +532,13 @@ int sbx_host_fd(const sbx_host_t *h)
 
 int sbx_host_poll(sbx_host_t *h, sbx_t **out, uint64_t *ticket, hearth_error_t *err)
 {
+    if (h->spawner == NULL)
+        return 0;
+    /* Requests that did not fit go out as answers make room. */
+    if (sbx_spawner_flush(h->spawner, err) < 0)
+        return -1;
     struct pollfd p = {sbx_host_fd(h), POLLIN, 0};
-    if (h->spawner == NULL || poll(&p, 1, 0) <= 0)
+    if (poll(&p, 1, 0) <= 0)
         return 0;
     bool failed;
     sbx_spawn_res_t res;

@@ -23,12 +23,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* A request the socket had no room for yet, with its own copies of the fds. */
+typedef struct unsent {
+    char *buf;
+    size_t len;
+    int fds[SBX_CG_MAX_HIER];
+    int n_fds;
+    struct unsent *next;
+} unsent_t;
+
 struct sbx_spawner {
     pid_t pid;
     int sock;
+    unsent_t *unsent, *unsent_tail; /* oldest first */
 };
 
-ssize_t sbx_send_msg(int sock, const void *buf, size_t len, const int *fds, int n_fds)
+static ssize_t send_msg(int sock, const void *buf, size_t len, const int *fds, int n_fds, int flags)
 {
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
     char ctrl[CMSG_SPACE(sizeof(int) * 8)];
@@ -49,9 +59,14 @@ ssize_t sbx_send_msg(int sock, const void *buf, size_t len, const int *fds, int 
     }
     ssize_t n;
     do
-        n = sendmsg(sock, &mh, MSG_NOSIGNAL);
+        n = sendmsg(sock, &mh, MSG_NOSIGNAL | flags);
     while (n < 0 && errno == EINTR);
     return n;
+}
+
+ssize_t sbx_send_msg(int sock, const void *buf, size_t len, const int *fds, int n_fds)
+{
+    return send_msg(sock, buf, len, fds, n_fds, 0);
 }
 
 ssize_t sbx_recv_msg(int sock, void *buf, size_t len, int *fds, int max_fds, int *n_fds)
@@ -296,8 +311,61 @@ int sbx_spawner_send(sbx_spawner_t *sp, uint64_t ticket, const sbx_spawn_req_t *
     memcpy(buf, &jlen, 4);
     memcpy(buf + 4, js, jlen);
     memcpy(buf + 4 + jlen, req->seccomp->prog.filter, blen);
-    if (sbx_send_msg(sp->sock, buf, len, req->cg_fds, req->n_cg_fds) < 0)
-        return hearth_error_sys(err, "send to spawner");
+    /* Never wait for room: the spawner may itself be waiting to send us
+     * answers, which our caller reads only once we return (a burst of
+     * hundreds of creations deadlocked both). What does not fit waits
+     * here for sbx_spawner_flush, in order. */
+    if (sp->unsent == NULL) {
+        if (send_msg(sp->sock, buf, len, req->cg_fds, req->n_cg_fds, MSG_DONTWAIT) == (ssize_t)len)
+            return 0;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return hearth_error_sys(err, "send to spawner");
+    }
+    unsent_t *u = calloc(1, sizeof(*u));
+    if (u == NULL)
+        return hearth_error_set(err, ENOMEM, "spawner request");
+    for (int i = 0; i < req->n_cg_fds; i++) {
+        if ((u->fds[i] = fcntl(req->cg_fds[i], F_DUPFD_CLOEXEC, 0)) < 0) {
+            hearth_error_sys(err, "spawner request");
+            while (i-- > 0)
+                close(u->fds[i]);
+            free(u);
+            return -1;
+        }
+        u->n_fds++;
+    }
+    u->buf = steal_pointer(&buf);
+    u->len = len;
+    if (sp->unsent_tail != NULL)
+        sp->unsent_tail->next = u;
+    else
+        sp->unsent = u;
+    sp->unsent_tail = u;
+    return 0;
+}
+
+static void unsent_free(unsent_t *u)
+{
+    for (int i = 0; i < u->n_fds; i++)
+        close(u->fds[i]);
+    free(u->buf);
+    free(u);
+}
+
+int sbx_spawner_flush(sbx_spawner_t *sp, hearth_error_t *err)
+{
+    while (sp->unsent != NULL) {
+        unsent_t *u = sp->unsent;
+        if (send_msg(sp->sock, u->buf, u->len, u->fds, u->n_fds, MSG_DONTWAIT) != (ssize_t)u->len) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return hearth_error_sys(err, "send to spawner");
+        }
+        sp->unsent = u->next;
+        if (sp->unsent == NULL)
+            sp->unsent_tail = NULL;
+        unsent_free(u);
+    }
     return 0;
 }
 
@@ -341,5 +409,10 @@ void sbx_spawner_stop(sbx_spawner_t *sp)
         return;
     close(sp->sock); /* EOF: the spawner exits */
     waitpid(sp->pid, NULL, 0);
+    while (sp->unsent != NULL) {
+        unsent_t *u = sp->unsent;
+        sp->unsent = u->next;
+        unsent_free(u);
+    }
     free(sp);
 }

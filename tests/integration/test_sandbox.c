@@ -940,6 +940,35 @@ static void t_spawner(void)
           "status through the spawner:\n%s", r.out);
     uid_t huid = sbx_host_uid(sb);
     sbx_destroy(sb);
+
+    /* A burst asked for before any answer is read: more requests than the
+     * socket holds, while the spawner's answers fill the other way (both
+     * sides once blocked in sendmsg for good). */
+    enum { BURST = 1000 };
+    uint64_t tickets[BURST];
+    int asked = 0, got = 0, failed = 0;
+    for (; asked < BURST; asked++)
+        if (sbx_create_async(h, &default_spec, &tickets[asked], &err) < 0) {
+            CHECK(0, "burst request %d: %s", asked, err.msg);
+            break;
+        }
+    uint64_t deadline = now_ns() + 120 * 1000000000ULL;
+    while (got + failed < asked && now_ns() < deadline) {
+        struct pollfd p = {sbx_host_fd(h), POLLIN, 0};
+        poll(&p, 1, 100);
+        sbx_t *one;
+        uint64_t t;
+        while (sbx_host_poll(h, &one, &t, &err) > 0) {
+            if (one == NULL) {
+                failed++;
+                continue;
+            }
+            got++;
+            sbx_destroy(one);
+        }
+    }
+    CHECK(got == asked && failed == 0, "burst of %d: %d created, %d failed, %d unanswered in 120 s", asked, got,
+          failed, asked - got - failed);
     sbx_host_close(h);
     int roots = 0;
     cgroup_children(root, &roots);
