@@ -314,9 +314,13 @@ static void prov_dispatch(void *ctx, uint64_t inv_id, void *opaque, uint64_t san
         return;
     }
     if (kind != SCHED_START_WARM) {
+        /* From when this call began waiting for the sandbox: its creation
+         * (cold), or the call's arrival (prewarm: the sandbox was made
+         * before, and its time in the pool is not a start's). */
         const char *k = sched_start_name(kind);
+        uint64_t from = sb->created_ns > inv->accepted_ns ? sb->created_ns : inv->accepted_ns;
         metrics_observe(metrics_series(hd->met.cold_start, (const char *[]){k}),
-                        (double)(inv->started_ns - sb->created_ns) / 1e9);
+                        (double)(inv->started_ns - from) / 1e9);
     }
     if (inv->client_gone) {
         inv->outcome = HD_OUT_CANCELLED;

@@ -180,7 +180,7 @@ void sbx_destroy(sbx_t *sb);
 
 pid_t sbx_init_pid(const sbx_t *sb);        /* host pid of the sandbox's init */
 uid_t sbx_host_uid(const sbx_t *sb);        /* host uid that root inside maps to */
-const char *sbx_cgroup_name(const sbx_t *sb); /* e.g. "hearth/sbx-42" */
+const char *sbx_cgroup_name(const sbx_t *sb); /* below cgroup_root, e.g. "sbx-42" */
 bool sbx_alive(const sbx_t *sb);
 
 /* Human-readable reason, e.g. "out of memory (limit 64 MiB)". */
