@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -170,6 +171,17 @@ int main(int argc, char **argv)
         cfg_function_list_clear(&fl);
         cfg_daemon_free(hd.cfg);
         return 0;
+    }
+
+    /* Each live sandbox holds a few descriptors here and in the spawner
+     * (pidfd, control socket, a cgroup directory per hierarchy: seven on
+     * v1), each connection one: the usual soft limit of 1,024 would cap a
+     * host at about 140 sandboxes. Take what the hard limit allows. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &nofile) < 0)
+            hearth_log(HEARTH_LOG_WARN, "cannot raise the open files limit: %s", strerror(errno));
     }
 
     /* The spawner first, while we are small: every sandbox is cloned from it. */

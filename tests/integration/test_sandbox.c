@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -944,10 +945,16 @@ static void t_spawner(void)
     /* A burst asked for before any answer is read: more requests than the
      * socket holds, while the spawner's answers fill the other way (both
      * sides once blocked in sendmsg for good). */
-    enum { BURST = 1000 };
-    uint64_t tickets[BURST];
+    enum { BURST_MAX = 1000 };
+    uint64_t tickets[BURST_MAX];
+    /* A pending sandbox holds a cgroup fd per hierarchy and maybe a copy
+     * of them: stay within the open files limit (1,000 hung before). */
+    struct rlimit nofile;
+    int burst = BURST_MAX;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur / 12 < (rlim_t)burst)
+        burst = (int)(nofile.rlim_cur / 12);
     int asked = 0, got = 0, failed = 0;
-    for (; asked < BURST; asked++)
+    for (; asked < burst; asked++)
         if (sbx_create_async(h, &default_spec, &tickets[asked], &err) < 0) {
             CHECK(0, "burst request %d: %s", asked, err.msg);
             break;
@@ -1067,6 +1074,12 @@ int main(void)
         return 1;
     }
     find_paths();
+    /* As hearthd does: t_spawner's burst holds a cgroup fd per pending sandbox. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
     snprintf(cg_root, sizeof(cg_root), "hearth/test-%d", (int)getpid());
     sbx_host_config_t hc = {.cgroup_root = cg_root, .uid_base = UID_BASE, .uid_count = UID_COUNT / 2};
     hearth_error_t err = {0};
