@@ -140,6 +140,13 @@ static void on_claim(const jnl_claim_t *c, void *arg)
     }
 }
 
+void async_started(hearth_t *hd, hd_inv_t *inv)
+{
+    hearth_error_t err = {0};
+    if (jnl_started(hd->jnl, inv->id, wall_ms(), &err) < 0)
+        hearth_log(HEARTH_LOG_ERROR, "async %s: start not recorded: %s", inv->id, err.msg);
+}
+
 void async_finished(hearth_t *hd, hd_inv_t *inv, const char *rejected)
 {
     hearth_error_t err = {0};

@@ -335,6 +335,8 @@ static void prov_dispatch(void *ctx, uint64_t inv_id, void *opaque, uint64_t san
         inv->outcome = HD_OUT_START;
         snprintf(inv->message, sizeof(inv->message), "%s", err.msg);
         defer_inv(inv);
+    } else if (inv->async) {
+        async_started(hd, inv);
     }
 }
 

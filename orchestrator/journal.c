@@ -99,6 +99,8 @@ enum {
     Q_CB_SET,
     Q_PRUNE,
     Q_PRUNE_IDEM,
+    Q_MARK_STARTED,
+    Q_RECOVER_UNSTARTED,
     Q_RECOVER_DEAD,
     Q_RECOVER_QUEUE,
     N_QUERIES,
@@ -125,8 +127,10 @@ static const char *const queries[N_QUERIES] = {
     [Q_TENANT_DUE] = "SELECT seq FROM invocations INDEXED BY inv_queued_tenant"
                      " WHERE status = 0 AND tenant = ?1 AND next_attempt_at <= ?2"
                      " ORDER BY next_attempt_at, seq LIMIT 1",
-    [Q_MARK_RUNNING] = "UPDATE invocations SET status = 1, attempts = attempts + 1, started = ?2"
+    /* started = 0: claimed, not yet running (jnl_started) */
+    [Q_MARK_RUNNING] = "UPDATE invocations SET status = 1, attempts = attempts + 1, started = 0"
                        " WHERE seq = ?1 AND status = 0",
+    [Q_MARK_STARTED] = "UPDATE invocations SET started = ?2 WHERE id = ?1 AND status = 1 AND started = 0",
     [Q_CLAIMED] = "SELECT i.id, i.tenant, i.function, i.attempts, i.max_attempts, i.created, i.callback_url,"
                   " p.data FROM invocations i LEFT JOIN payloads p USING (seq) WHERE i.seq = ?1",
     [Q_NEXT_DUE] = "SELECT MIN(next_attempt_at) FROM invocations INDEXED BY inv_queued_due WHERE status = 0",
@@ -169,6 +173,8 @@ static const char *const queries[N_QUERIES] = {
                 " WHERE status IN (2, 3) AND finished < ?1 LIMIT ?2)",
     [Q_PRUNE_IDEM] = "DELETE FROM idempotency WHERE rowid IN (SELECT rowid FROM idempotency"
                      " WHERE created < ?1 LIMIT ?2)",
+    /* Claimed but never started: the attempt was not made; queued again free. */
+    [Q_RECOVER_UNSTARTED] = "UPDATE invocations SET status = 0, attempts = attempts - 1 WHERE status = 1 AND started = 0",
     [Q_RECOVER_DEAD] = "UPDATE invocations SET status = 3, finished = ?1,"
                        " error = 'interrupted by a restart of hearthd on its last attempt',"
                        " cb_state = CASE WHEN callback_url IS NOT NULL THEN 1 ELSE 0 END,"
@@ -410,13 +416,16 @@ static int recover(jnl_t *j, jnl_open_stats_t *stats, hearth_error_t *err)
     int64_t now = wall_ms();
     if (begin(j, true, err) < 0)
         return -1;
+    if (step_done(j, j->stmt[Q_RECOVER_UNSTARTED], "recover", err) < 0)
+        goto fail;
+    int64_t unstarted = sqlite3_changes(j->db);
     sqlite3_bind_int64(j->stmt[Q_RECOVER_DEAD], 1, now);
     if (step_done(j, j->stmt[Q_RECOVER_DEAD], "recover", err) < 0)
         goto fail;
     int64_t dead = sqlite3_changes(j->db);
     if (step_done(j, j->stmt[Q_RECOVER_QUEUE], "recover", err) < 0)
         goto fail;
-    int64_t requeued = sqlite3_changes(j->db);
+    int64_t requeued = sqlite3_changes(j->db) + unstarted;
     if (commit(j, err) < 0)
         return -1;
 
@@ -924,7 +933,6 @@ static int claim_one(jnl_t *j, const char *tenant, int64_t now, int64_t *seq, he
         return db_error(j, err, rc, "claim");
     st = j->stmt[Q_MARK_RUNNING];
     sqlite3_bind_int64(st, 1, *seq);
-    sqlite3_bind_int64(st, 2, now);
     int changed = transition(j, st, JNL_QUEUED, JNL_RUNNING, err);
     if (changed < 0)
         return -1;
@@ -1008,6 +1016,26 @@ int jnl_claim_due(jnl_t *j, int64_t now_ms, int max, jnl_claim_cb cb, void *arg,
 fail:
     rollback(j);
     return -1;
+}
+
+int jnl_started(jnl_t *j, const char *id, int64_t now_ms, hearth_error_t *err)
+{
+    /* Losing this commit to a power cut only forgets that the attempt
+     * started (it is then made again, uncharged): NORMAL, no fsync. A
+     * hearthd killed after it, the case the attempt count is for, keeps it. */
+    if (begin(j, false, err) < 0)
+        return -1;
+    sqlite3_stmt *st = j->stmt[Q_MARK_STARTED];
+    if (bind_text(j, st, 1, id, err) < 0) {
+        rollback(j);
+        return -1;
+    }
+    sqlite3_bind_int64(st, 2, now_ms > 0 ? now_ms : 1);
+    if (step_done(j, st, "mark started", err) < 0) {
+        rollback(j);
+        return -1;
+    }
+    return commit(j, err);
 }
 
 int jnl_next_due(jnl_t *j, int64_t *at, hearth_error_t *err)

@@ -146,7 +146,7 @@ typedef struct jnl_record {
     size_t result_len;
     const char *error;           /* why the last attempt failed; NULL if none did */
     int64_t created;             /* Unix ms */
-    int64_t started;             /* last attempt's start; 0 before the first */
+    int64_t started;             /* last attempt's start; 0 until it started */
     int64_t finished;            /* 0 until succeeded or dead */
     int64_t next_attempt_at;     /* queued: when it may run */
     const char *idempotency_key; /* NULL if none */
@@ -192,7 +192,9 @@ typedef int (*jnl_record_cb)(const jnl_record_t *r, void *arg);
  * schema up to date, and recover: every invocation left running by a
  * killed predecessor is queued again, due now, its interrupted attempt
  * counted — or dead (error "interrupted ...") if that was its last
- * attempt, so that a payload that kills hearthd cannot loop forever.
+ * attempt, so that a payload that kills hearthd cannot loop forever. One
+ * that was claimed but had not started (jnl_started) is queued again with
+ * its attempt given back.
  * stats may be NULL. A journal written by a newer hearth is refused. */
 int jnl_open(const char *state_dir, jnl_t **out, jnl_open_stats_t *stats, hearth_error_t *err);
 /* Flushes (commits staged accepts and calls their on_done), finalizes the
@@ -234,13 +236,16 @@ void jnl_ticket_free(jnl_ticket_t *t);
 
 /* Claim up to max (≤ JNL_CLAIM_MAX) queued invocations due at now_ms
  * (next_attempt_at ≤ now_ms), mark them running (attempts + 1, started =
- * now_ms) in one transaction, then call cb for each (cb may call
+ * 0 until jnl_started) in one transaction, then call cb for each (cb may call
  * jnl_finish, not jnl_claim_due). Order: round robin over tenants (in
  * tenant-name order, resuming after the last tenant served by the previous
  * call), and within a tenant by next_attempt_at, then acceptance order —
  * so one tenant's flood takes one slot per round. Returns how many were
  * claimed, or -1. */
 int jnl_claim_due(jnl_t *j, int64_t now_ms, int max, jnl_claim_cb cb, void *arg, hearth_error_t *err);
+/* A claimed invocation's attempt began (its process started): only now
+ * does the attempt count should hearthd be killed (see jnl_open). */
+int jnl_started(jnl_t *j, const char *id, int64_t now_ms, hearth_error_t *err);
 /* Earliest next_attempt_at among queued invocations, in *at (0 if none):
  * when to call jnl_claim_due next. */
 int jnl_next_due(jnl_t *j, int64_t *at, hearth_error_t *err);

@@ -413,6 +413,7 @@ static void t_claim_order(void)
     CHECK(finish(j, 99, JNL_OUTCOME_SUCCEEDED, "x", now, &st, &err) < 0 && err.code == ENOENT, "finish absent");
     make_id(id, 1);
     CHECK(jnl_retry(j, id, NULL, now, &err) < 0 && err.code == EINVAL, "retry running: %s", err.msg);
+    CHECK(jnl_started(j, id, now + 1500, &err) == 0, "started: %s", err.msg);
     CHECK(finish(j, 1, JNL_OUTCOME_SUCCEEDED, "ok", now + 2000, &st, &err) == 0 && st == JNL_SUCCEEDED, "%s",
           err.msg);
     CHECK(finish(j, 1, JNL_OUTCOME_SUCCEEDED, "again", now + 2000, &st, &err) < 0 && err.code == EINVAL,
@@ -423,7 +424,7 @@ static void t_claim_order(void)
     jnl_record_t r;
     REQUIRE(status_of(j, 1, &r) == JNL_SUCCEEDED, "succeeded");
     CHECK(r.result_len == 2 && memcmp(r.result, "ok", 2) == 0 && r.finished == now + 2000 && r.attempts == 1 &&
-              r.started == now + 1000,
+              r.started == now + 1500,
           "result");
     jnl_record_clear(&r);
     CHECK(claim(j, now + 200000, 100, &cl) == 1, "the succeeded one never again; 9 now due");
@@ -528,11 +529,18 @@ static void t_crash_recovery(void)
         accept1(j, 6, "acme", "f", NULL, "p", 3, now, drop()); /* stays queued */
         if (jnl_flush(j, &err) < 0)
             _exit(2);
-        /* 1..5 running; 1 finishes */
+        /* 1..5 running, all started but 4 (claimed, still waiting for a
+         * sandbox); 1 finishes */
         for (int k = 0; k < 5; k++) {
             claimed_t cl;
             if (claim(j, now + k, 1, &cl) != 1)
                 _exit(3);
+        }
+        for (unsigned k = 1; k <= 5; k++) {
+            char sid[33];
+            make_id(sid, k);
+            if (k != 4 && jnl_started(j, sid, now + 10, &err) < 0)
+                _exit(6);
         }
         if (finish(j, 1, JNL_OUTCOME_SUCCEEDED, "ok", now, NULL, &err) < 0)
             _exit(4);
@@ -551,11 +559,15 @@ static void t_crash_recovery(void)
           (long long)st.requeued, (long long)st.dead, (long long)st.queued);
     CHECK(status_of(j, 1, NULL) == JNL_SUCCEEDED, "the finished one stays finished");
     jnl_record_t r;
-    for (unsigned i = 2; i <= 4; i++) {
+    for (unsigned i = 2; i <= 3; i++) {
         REQUIRE(status_of(j, i, &r) == JNL_QUEUED, "%u requeued", i);
         CHECK(r.attempts == 1 && r.error != NULL, "%u: attempt kept (%d)", i, r.attempts);
         jnl_record_clear(&r);
     }
+    /* never started: queued again with its attempt given back */
+    REQUIRE(status_of(j, 4, &r) == JNL_QUEUED, "4 requeued");
+    CHECK(r.attempts == 0 && r.error == NULL, "4: attempt given back (%d, %s)", r.attempts, r.error);
+    jnl_record_clear(&r);
     REQUIRE(status_of(j, 5, &r) == JNL_DEAD, "last attempt interrupted: dead");
     CHECK(r.attempts == 1 && r.error && strstr(r.error, "interrupted"), "dead: %s", r.error);
     jnl_record_clear(&r);
@@ -565,6 +577,10 @@ static void t_crash_recovery(void)
     claimed_t cl;
     CHECK(claim(j, wall_ms() + 1, 10, &cl) == 4, "resumed: %d", cl.n);
     CHECK(cl.attempts[0] == 2, "second attempt");
+    bool first_again = false;
+    for (int i = 0; i < cl.n; i++)
+        first_again |= cl.attempts[i] == 1;
+    CHECK(first_again, "the never-started one makes its first attempt");
     jnl_close(j);
 }
 
