@@ -528,7 +528,7 @@ static void finish_inv(hearth_t *hd, hd_inv_t *inv)
     /* CPU: the cgroup's usage after minus before; the process and all it
      * started have exited (or been killed), so the figure is exact. */
     if (sb != NULL && sb->call != NULL) {
-        uint64_t before = proto_cpu_before(sb->call);
+        uint64_t before = sb->call->cpu_before;
         sbx_usage_t u;
         if (sb->sbx != NULL && sbx_usage(sb->sbx, &u, &err) == 0 && u.cpu_ns >= before) {
             inv->cpu_ns = u.cpu_ns - before;

@@ -211,15 +211,14 @@ typedef struct proto_ops {
     void (*on_event)(proto_call_t *c, const sbx_event_t *ev); /* the sandbox's init reported */
     void (*cancel)(proto_call_t *c);                          /* the client went away */
     void (*free)(proto_call_t *c);
-    uint64_t (*cpu_before)(const proto_call_t *c);            /* cgroup CPU when the call started */
 } proto_ops_t;
 struct proto_call {
     const proto_ops_t *ops; /* first member of every protocol's call */
+    uint64_t cpu_before;    /* the sandbox's cgroup CPU when the call started */
 };
 static inline void proto_on_event(proto_call_t *c, const sbx_event_t *ev) { c->ops->on_event(c, ev); }
 static inline void proto_cancel(proto_call_t *c) { c->ops->cancel(c); }
 static inline void proto_free(proto_call_t *c) { if (c != NULL) c->ops->free(c); }
-static inline uint64_t proto_cpu_before(const proto_call_t *c) { return c->ops->cpu_before(c); }
 void hd_call_done(hd_sandbox_t *sb, hd_inv_t *inv);
 
 /* protocol_stdio.c: a fresh process of the command per invocation. */

@@ -77,7 +77,6 @@ struct http_call {
     proto_call_t base;               /* ops: http's */
     hd_sandbox_t *sb;
     hd_inv_t *inv;
-    uint64_t cpu_before;
     struct evhttp_request *req;      /* owned by us (evhttp_request_own): freed with the call */
     bool in_flight;                  /* evhttp still holds req in its connection's queue */
     bool finished;                   /* hd_call_done called */
@@ -601,16 +600,10 @@ static void call_free(proto_call_t *pc)
     free(c);
 }
 
-static uint64_t call_cpu_before(const proto_call_t *pc)
-{
-    return ((const http_call_t *)pc)->cpu_before;
-}
-
 static const proto_ops_t http_ops = {
     .on_event = call_on_event,
     .cancel = call_cancel,
     .free = call_free,
-    .cpu_before = call_cpu_before,
 };
 
 static struct evhttp_connection *connection(hd_httpsrv_t *s)
@@ -660,7 +653,7 @@ int proto_http_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err)
     c->inv = inv;
     sbx_usage_t u;
     if (sbx_usage(sb->sbx, &u, err) == 0)
-        c->cpu_before = u.cpu_ns;
+        c->base.cpu_before = u.cpu_ns;
     c->ev_timeout = evtimer_new(hd->base, on_call_timeout, c);
     c->ev_grace = evtimer_new(hd->base, on_grace, c);
     c->req = evhttp_request_new(on_response, c);

@@ -65,7 +65,6 @@ struct lambda_call {
     proto_call_t base;            /* ops: lambda's */
     hd_sandbox_t *sb;
     hd_inv_t *inv;
-    uint64_t cpu_before;
     bool delivered;               /* handed to the runtime's `next` */
     bool finished;                /* hd_call_done called */
     struct event *ev_timeout;
@@ -221,16 +220,10 @@ static void call_free(proto_call_t *pc)
     free(c);
 }
 
-static uint64_t call_cpu_before(const proto_call_t *pc)
-{
-    return ((const lambda_call_t *)pc)->cpu_before;
-}
-
 static const proto_ops_t lambda_ops = {
     .on_event = call_on_event,
     .cancel = call_cancel,
     .free = call_free,
-    .cpu_before = call_cpu_before,
 };
 
 int proto_lambda_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err)
@@ -246,7 +239,7 @@ int proto_lambda_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err)
     c->inv = inv;
     sbx_usage_t u;
     if (sbx_usage(sb->sbx, &u, err) == 0)
-        c->cpu_before = u.cpu_ns;
+        c->base.cpu_before = u.cpu_ns;
     c->ev_timeout = evtimer_new(sb->hd->base, on_call_timeout, c);
     const cfg_function_t *fn = sb->fn->spec;
     struct timeval tv = {fn->timeout_ms / 1000, (fn->timeout_ms % 1000) * 1000};

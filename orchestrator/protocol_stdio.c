@@ -22,7 +22,6 @@ typedef struct stdio_call {
     struct event *ev_in, *ev_out, *ev_err, *ev_timeout;
     size_t out_cap;               /* more stdout, or more stderr, than this fails the call */
     size_t err_bytes;             /* stderr read so far (only its tail is kept) */
-    uint64_t cpu_before;          /* cgroup CPU when the process started */
     pid_t pid;                    /* inside the sandbox, once started */
     bool ended;                   /* init reported its end (or it never started) */
     bool finished;                /* hd_call_done called */
@@ -282,16 +281,10 @@ static void stdio_free(proto_call_t *pc)
     free(c);
 }
 
-static uint64_t stdio_cpu_before(const proto_call_t *pc)
-{
-    return ((const stdio_call_t *)pc)->cpu_before;
-}
-
 static const proto_ops_t stdio_ops = {
     .on_event = stdio_on_event,
     .cancel = stdio_cancel,
     .free = stdio_free,
-    .cpu_before = stdio_cpu_before,
 };
 
 static int make_pipe(int fds[2], int our_end, hearth_error_t *err)
@@ -361,7 +354,7 @@ int proto_stdio_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err)
     sbx_usage_t u;
     if (sbx_usage(sb->sbx, &u, err) < 0)
         goto fail;
-    c->cpu_before = u.cpu_ns;
+    c->base.cpu_before = u.cpu_ns;
     sbx_exec_t ex = {
         .argv = (const char *const *)fn->command,
         .envp = envp,
