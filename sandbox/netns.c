@@ -9,8 +9,7 @@
  * Better still, a stock made ahead of need: a thread of the spawner makes
  * namespaces before anyone asks, so a creation finds one ready and the
  * spawner's CPU goes to the child. Every namespace serves one sandbox and
- * is never reused:
- * nothing a tenant did in one can reach the next. When the stock has none
+ * is never reused: nothing a tenant did in one can reach the next. When the stock has none
  * to spare, a creation makes its own on a thread of its own, as before, so
  * a burst still uses every CPU.
  *
@@ -95,7 +94,7 @@ static void *stock_main(void *arg)
     sbx_netns_stock_t *st = arg;
     pthread_mutex_lock(&st->mu);
     for (;;) {
-        while (!st->stop && st->n_ready - st->reserved >= st->target)
+        while (!st->stop && (st->n_ready - st->reserved >= st->target || st->n_ready == STOCK_MAX))
             pthread_cond_wait(&st->cv, &st->mu);
         if (st->stop)
             break;
