@@ -25,7 +25,10 @@
 #include "sandbox/sandbox.h"
 #include "tests/harness.h"
 
-#define UID_BASE 900000u
+/* Its own range per run (two runs at once must not count each other's
+ * processes), from 900000 on, below the other tests' ranges. */
+static uid_t uid_base_;
+#define UID_BASE uid_base_
 #define UID_COUNT 4096u
 #define LEAK_CYCLES 1000
 
@@ -1074,6 +1077,7 @@ int main(void)
         return 1;
     }
     find_paths();
+    uid_base_ = 900000u + (uid_t)(getpid() % 64) * UID_COUNT;
     /* As hearthd does: t_spawner's burst holds a cgroup fd per pending sandbox. */
     struct rlimit nofile;
     if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
