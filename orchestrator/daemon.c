@@ -327,6 +327,11 @@ static void prov_dispatch(void *ctx, uint64_t inv_id, void *opaque, uint64_t san
         defer_inv(inv);
         return;
     }
+    /* Recorded before the process can run: a hearthd killed right after
+     * it started must charge the attempt (a payload that kills hearthd
+     * then runs out of attempts instead of looping). */
+    if (inv->async)
+        async_started(hd, inv);
     cfg_protocol_t proto = sb->fn != NULL ? sb->fn->spec->protocol : CFG_PROTO_STDIO;
     int started = proto == CFG_PROTO_LAMBDA ? proto_lambda_start(sb, inv, &err)
                   : proto == CFG_PROTO_HTTP ? proto_http_start(sb, inv, &err)
@@ -335,8 +340,6 @@ static void prov_dispatch(void *ctx, uint64_t inv_id, void *opaque, uint64_t san
         inv->outcome = HD_OUT_START;
         snprintf(inv->message, sizeof(inv->message), "%s", err.msg);
         defer_inv(inv);
-    } else if (inv->async) {
-        async_started(hd, inv);
     }
 }
 

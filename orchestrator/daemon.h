@@ -255,7 +255,7 @@ void async_stop(hearth_t *hd);
 /* Stage an accept; the 202 (or 503) goes out after the group commit. */
 int async_accept(hearth_t *hd, struct evhttp_request *req, const reg_function_t *fn, struct evbuffer *payload,
                  const char *idempotency_key, const char *callback_url, hearth_error_t *err);
-/* A claimed invocation's process started: its attempt counts from now. */
+/* A claimed invocation's process is about to start: its attempt counts from now. */
 void async_started(hearth_t *hd, hd_inv_t *inv);
 /* A claimed invocation ended (or was turned away): record it. */
 void async_finished(hearth_t *hd, hd_inv_t *inv, const char *rejected);

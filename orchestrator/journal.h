@@ -243,7 +243,7 @@ void jnl_ticket_free(jnl_ticket_t *t);
  * so one tenant's flood takes one slot per round. Returns how many were
  * claimed, or -1. */
 int jnl_claim_due(jnl_t *j, int64_t now_ms, int max, jnl_claim_cb cb, void *arg, hearth_error_t *err);
-/* A claimed invocation's attempt began (its process started): only now
+/* A claimed invocation's process is about to start: only from now
  * does the attempt count should hearthd be killed (see jnl_open). */
 int jnl_started(jnl_t *j, const char *id, int64_t now_ms, hearth_error_t *err);
 /* Earliest next_attempt_at among queued invocations, in *at (0 if none):
