@@ -9,11 +9,29 @@
 #include <string.h>
 #include <unistd.h>
 
-int sbx_cg_read_u64(int dirfd, const char *file, uint64_t *out)
+void sbx_cg_init(sbx_cgroup_t *cg, sbx_cgroups_t *cgs)
 {
-    char buf[64];
-    if (read_file_at(dirfd, file, buf, sizeof(buf)) < 0)
-        return -1;
+    memset(cg, 0, sizeof(*cg));
+    cg->cgs = cgs;
+    for (int i = 0; i < SBX_CG_MAX_HIER; i++)
+        cg->dirfd[i] = -1;
+    cg->cpu_fd = -1;
+}
+
+void sbx_cg_close(sbx_cgroup_t *cg)
+{
+    for (int i = 0; i < SBX_CG_MAX_HIER; i++) {
+        if (cg->dirfd[i] >= 0)
+            close(cg->dirfd[i]);
+        cg->dirfd[i] = -1;
+    }
+    if (cg->cpu_fd >= 0)
+        close(cg->cpu_fd);
+    cg->cpu_fd = -1;
+}
+
+static int parse_u64(const char *buf, uint64_t *out)
+{
     if (strncmp(buf, "max", 3) == 0) {
         *out = UINT64_MAX;
         return 0;
@@ -29,11 +47,16 @@ int sbx_cg_read_u64(int dirfd, const char *file, uint64_t *out)
     return 0;
 }
 
-int sbx_cg_read_key(int dirfd, const char *file, const char *key, uint64_t *out)
+int sbx_cg_read_u64(int dirfd, const char *file, uint64_t *out)
 {
-    char buf[4096];
+    char buf[64];
     if (read_file_at(dirfd, file, buf, sizeof(buf)) < 0)
         return -1;
+    return parse_u64(buf, out);
+}
+
+static void parse_key(char *buf, const char *key, uint64_t *out)
+{
     size_t klen = strlen(key);
     for (char *line = buf; line != NULL && *line;) {
         char *nl = strchr(line, '\n');
@@ -41,11 +64,36 @@ int sbx_cg_read_key(int dirfd, const char *file, const char *key, uint64_t *out)
             *nl = '\0';
         if (strncmp(line, key, klen) == 0 && line[klen] == ' ') {
             *out = strtoull(line + klen + 1, NULL, 10);
-            return 0;
+            return;
         }
         line = nl != NULL ? nl + 1 : NULL;
     }
     *out = 0; /* absent keys read as zero: older kernels lack some counters */
+}
+
+int sbx_cg_read_key(int dirfd, const char *file, const char *key, uint64_t *out)
+{
+    char buf[4096];
+    if (read_file_at(dirfd, file, buf, sizeof(buf)) < 0)
+        return -1;
+    parse_key(buf, key, out);
+    return 0;
+}
+
+int sbx_cg_read_cpu(sbx_cgroup_t *cg, int dirfd, const char *file, const char *key, uint64_t *out)
+{
+    if (cg->cpu_fd < 0 && (cg->cpu_fd = openat(dirfd, file, O_RDONLY | O_CLOEXEC)) < 0)
+        return -1;
+    /* A cgroup file is generated afresh by each read from offset 0; it
+     * is small enough for one read (cpu.stat: a few hundred bytes). */
+    char buf[1024];
+    ssize_t n = pread(cg->cpu_fd, buf, sizeof(buf) - 1, 0);
+    if (n < 0)
+        return -1;
+    buf[n] = '\0';
+    if (key == NULL)
+        return parse_u64(buf, out);
+    parse_key(buf, key, out);
     return 0;
 }
 

@@ -45,6 +45,8 @@ struct sbx_cgroup_ops {
     /* Kill every process in the cgroup and wait until it is empty. */
     int (*kill)(sbx_cgroup_t *cg, hearth_error_t *err);
     int (*stats)(sbx_cgroup_t *cg, sbx_cgroup_stats_t *st, hearth_error_t *err);
+    /* CPU time alone: what every call of a warm sandbox reads twice. */
+    int (*cpu_ns)(sbx_cgroup_t *cg, uint64_t *ns, hearth_error_t *err);
     /* rmdir in every hierarchy (kills first if not empty). */
     int (*destroy)(sbx_cgroup_t *cg, hearth_error_t *err);
     /* Close our root; rmdir it too when remove (best effort, at shutdown). */
@@ -68,6 +70,7 @@ struct sbx_cgroup {
     sbx_cgroups_t *cgs;
     char name[64];                     /* e.g. "sbx-42"; path below our root */
     int dirfd[SBX_CG_MAX_HIER];        /* O_DIRECTORY fds of the sandbox cgroup */
+    int cpu_fd;                        /* its CPU usage file, opened at the first read; -1 before */
     bool created;
     sbx_cgroup_limits_t cur;           /* v1: CPU settings as written (a new cgroup's: the kernel's
                                           defaults), so that only changes are written */
@@ -82,6 +85,13 @@ extern const struct sbx_cgroup_ops sbx_cgroup_v2_ops;
 int sbx_cgroups_detect(sbx_cgroups_t *cgs, const char *root, hearth_error_t *err);
 
 /* Shared by both backends. */
+/* An unopened cgroup of cgs: every fd -1. sbx_cg_close closes what is open. */
+void sbx_cg_init(sbx_cgroup_t *cg, sbx_cgroups_t *cgs);
+void sbx_cg_close(sbx_cgroup_t *cg);
+/* The CPU usage file `file` under dirfd, kept open in cg->cpu_fd and read
+ * from offset 0 (one pread a read): a number, or with key, the value of
+ * that key's line. */
+int sbx_cg_read_cpu(sbx_cgroup_t *cg, int dirfd, const char *file, const char *key, uint64_t *out);
 int sbx_cg_read_u64(int dirfd, const char *file, uint64_t *out);
 /* Find "key value" in a flat-keyed file such as memory.events. */
 int sbx_cg_read_key(int dirfd, const char *file, const char *key, uint64_t *out);

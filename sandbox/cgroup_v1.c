@@ -229,11 +229,18 @@ static int v1_kill(sbx_cgroup_t *cg, hearth_error_t *err)
     return hearth_error_set(err, EBUSY, "processes of %s still alive 5 s after kill", cg->name);
 }
 
+static int v1_cpu_ns(sbx_cgroup_t *cg, uint64_t *ns, hearth_error_t *err)
+{
+    if (sbx_cg_read_cpu(cg, ctrl_fd(cg, "cpuacct"), "cpuacct.usage", NULL, ns) < 0)
+        return hearth_error_sys(err, "read cpuacct.usage of %s", cg->name);
+    return 0;
+}
+
 static int v1_stats(sbx_cgroup_t *cg, sbx_cgroup_stats_t *st, hearth_error_t *err)
 {
-    int acct = ctrl_fd(cg, "cpuacct"), mem = ctrl_fd(cg, "memory"), pids = ctrl_fd(cg, "pids");
-    if (sbx_cg_read_u64(acct, "cpuacct.usage", &st->cpu_ns) < 0)
-        return hearth_error_sys(err, "read cpuacct.usage of %s", cg->name);
+    int mem = ctrl_fd(cg, "memory"), pids = ctrl_fd(cg, "pids");
+    if (v1_cpu_ns(cg, &st->cpu_ns, err) < 0)
+        return -1;
     if (sbx_cg_read_u64(mem, "memory.max_usage_in_bytes", &st->memory_peak) < 0)
         return hearth_error_sys(err, "read memory.max_usage_in_bytes of %s", cg->name);
     if (sbx_cg_read_u64(mem, "memory.usage_in_bytes", &st->memory_current) < 0)
@@ -292,6 +299,7 @@ const struct sbx_cgroup_ops sbx_cgroup_v1_ops = {
     .attach = v1_attach,
     .kill = v1_kill,
     .stats = v1_stats,
+    .cpu_ns = v1_cpu_ns,
     .destroy = v1_destroy,
     .close_root = v1_close_root,
 };

@@ -143,13 +143,20 @@ static int v2_kill(sbx_cgroup_t *cg, hearth_error_t *err)
     return wait_empty(cg->dirfd[0], cg->name, err);
 }
 
+static int v2_cpu_ns(sbx_cgroup_t *cg, uint64_t *ns, hearth_error_t *err)
+{
+    uint64_t usec = 0;
+    if (sbx_cg_read_cpu(cg, cg->dirfd[0], "cpu.stat", "usage_usec", &usec) < 0)
+        return hearth_error_sys(err, "read cpu.stat of %s", cg->name);
+    *ns = usec * 1000;
+    return 0;
+}
+
 static int v2_stats(sbx_cgroup_t *cg, sbx_cgroup_stats_t *st, hearth_error_t *err)
 {
     int fd = cg->dirfd[0];
-    uint64_t usec = 0;
-    if (sbx_cg_read_key(fd, "cpu.stat", "usage_usec", &usec) < 0)
-        return hearth_error_sys(err, "read cpu.stat of %s", cg->name);
-    st->cpu_ns = usec * 1000;
+    if (v2_cpu_ns(cg, &st->cpu_ns, err) < 0)
+        return -1;
     /* memory.peak appeared in 5.19; fall back to current where absent. */
     if (sbx_cg_read_u64(fd, "memory.current", &st->memory_current) < 0)
         return hearth_error_sys(err, "read memory.current of %s", cg->name);
@@ -201,6 +208,7 @@ const struct sbx_cgroup_ops sbx_cgroup_v2_ops = {
     .attach = v2_attach,
     .kill = v2_kill,
     .stats = v2_stats,
+    .cpu_ns = v2_cpu_ns,
     .destroy = v2_destroy,
     .close_root = v2_close_root,
 };

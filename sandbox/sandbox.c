@@ -69,8 +69,7 @@ struct sbx {
 
 static int open_existing(sbx_cgroups_t *cgs, const char *name, sbx_cgroup_t *cg)
 {
-    memset(cg, 0, sizeof(*cg));
-    cg->cgs = cgs;
+    sbx_cg_init(cg, cgs);
     snprintf(cg->name, sizeof(cg->name), "%s", name);
     int found = 0;
     for (int i = 0; i < cgs->n_hier; i++) {
@@ -79,15 +78,6 @@ static int open_existing(sbx_cgroups_t *cgs, const char *name, sbx_cgroup_t *cg)
     }
     cg->created = found > 0;
     return found;
-}
-
-static void close_cg(sbx_cgroup_t *cg)
-{
-    for (int i = 0; i < SBX_CG_MAX_HIER; i++) {
-        if (cg->dirfd[i] >= 0)
-            close(cg->dirfd[i]);
-        cg->dirfd[i] = -1;
-    }
 }
 
 static bool pid_alive(pid_t pid)
@@ -118,7 +108,7 @@ static void clean_stale(sbx_cgroups_t *cgs, bool exclusive)
         hearth_error_t err;
         if (open_existing(cgs, de->d_name, &cg) > 0)
             cgs->ops->destroy(&cg, &err);
-        close_cg(&cg);
+        sbx_cg_close(&cg);
     }
     closedir(d);
 }
@@ -184,7 +174,7 @@ void sbx_host_close(sbx_host_t *h)
         hearth_error_t ignore;
         sbx_cgroup_t *cg = &h->cg_ready[--h->n_cg_ready];
         h->cgs.ops->destroy(cg, &ignore);
-        close_cg(cg);
+        sbx_cg_close(cg);
     }
     while (h->pending != NULL) {
         sbx_t *sb = h->pending;
@@ -289,9 +279,7 @@ static int prepare(sbx_host_t *h, const sbx_spec_t *in, sbx_t **out, sbx_spec_t 
         return hearth_error_set(err, ENOMEM, "sandbox");
     sb->host = h;
     sb->pidfd = sb->ctl = -1;
-    sb->cg.cgs = &h->cgs;
-    for (int i = 0; i < SBX_CG_MAX_HIER; i++)
-        sb->cg.dirfd[i] = -1;
+    sbx_cg_init(&sb->cg, &h->cgs);
     sb->ticket = h->next_id++;
     if (h->shared_root)
         snprintf(sb->cg.name, sizeof(sb->cg.name), "run-%d-%" PRIu64, (int)getpid(), sb->ticket);
@@ -325,16 +313,13 @@ static void cgroup_ahead(sbx_host_t *h)
     if (h->n_cg_ready >= h->cg_ahead)
         return;
     sbx_cgroup_t *cg = &h->cg_ready[h->n_cg_ready];
-    memset(cg, 0, sizeof(*cg));
-    cg->cgs = &h->cgs;
-    for (int i = 0; i < SBX_CG_MAX_HIER; i++)
-        cg->dirfd[i] = -1;
+    sbx_cg_init(cg, &h->cgs);
     snprintf(cg->name, sizeof(cg->name), "sbx-%" PRIu64, h->next_id++);
     hearth_error_t err;
     if (h->cgs.ops->create(&h->cgs, cg, &err) < 0) {
         hearth_error_t ignore;
         h->cgs.ops->destroy(cg, &ignore);
-        close_cg(cg);
+        sbx_cg_close(cg);
         return;
     }
     h->n_cg_ready++;
@@ -345,7 +330,7 @@ static void discard(sbx_t *sb)
 {
     hearth_error_t ignore;
     sb->host->cgs.ops->destroy(&sb->cg, &ignore);
-    close_cg(&sb->cg);
+    sbx_cg_close(&sb->cg);
     sb->host->uid_used[sb->uid_slot] = 0;
     free(sb);
 }
@@ -968,6 +953,11 @@ int sbx_usage(sbx_t *sb, sbx_usage_t *out, hearth_error_t *err)
     return 0;
 }
 
+int sbx_cpu_ns(sbx_t *sb, uint64_t *ns, hearth_error_t *err)
+{
+    return sb->host->cgs.ops->cpu_ns(&sb->cg, ns, err);
+}
+
 void sbx_destroy(sbx_t *sb)
 {
     if (sb == NULL)
@@ -986,7 +976,7 @@ void sbx_destroy(sbx_t *sb)
     if (h->spawner == NULL && sb->init_pid > 0)
         waitpid(sb->init_pid, NULL, 0);
     h->cgs.ops->destroy(&sb->cg, &err);
-    close_cg(&sb->cg);
+    sbx_cg_close(&sb->cg);
     h->uid_used[sb->uid_slot] = 0;
     if (sb->prev)
         sb->prev->next = sb->next;

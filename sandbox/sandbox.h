@@ -175,6 +175,8 @@ int sbx_kill(sbx_t *sb, hearth_error_t *err);
 int sbx_set_limits(sbx_t *sb, const sbx_spec_t *spec, hearth_error_t *err);
 /* Read the cgroup's counters. */
 int sbx_usage(sbx_t *sb, sbx_usage_t *out, hearth_error_t *err);
+/* Only its CPU time (usage's cpu_ns), in one system call. */
+int sbx_cpu_ns(sbx_t *sb, uint64_t *ns, hearth_error_t *err);
 /* Kill, reap and remove the cgroup; frees sb. Safe on a dead sandbox. */
 void sbx_destroy(sbx_t *sb);
 
