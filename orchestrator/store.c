@@ -144,10 +144,19 @@ int store_open(const char *state_dir, store_t **out, hearth_error_t *err)
     /* journal_mode answers with a row; exec ignores it. Check it took:
      * on a file system without shared memory support WAL is refused. */
     sqlite3_busy_timeout(s->db, 5000);
-    if (exec_sql(s, "PRAGMA journal_mode = WAL", err) < 0 ||
+    /* Exclusive: only this daemon opens its store, and holding the lock
+     * saves the file-lock calls every transaction would make; a second
+     * hearthd on the same state_dir fails here. Set before WAL, so that
+     * the WAL index lives in the heap, not in a shared-memory file. */
+    if (exec_sql(s, "PRAGMA locking_mode = EXCLUSIVE", err) < 0 ||
+        exec_sql(s, "PRAGMA journal_mode = WAL", err) < 0 ||
         exec_sql(s, "PRAGMA synchronous = NORMAL", err) < 0 ||
         sqlschema_migrate(s->db, "store", s->path, migrations, N_MIGRATIONS, err) < 0) {
-        hearth_error_wrap(err, "%s", s->path);
+        if ((sqlite3_errcode(s->db) & 0xff) == SQLITE_BUSY)
+            hearth_error_set(err, EBUSY, "%s is in use by another process (another hearthd with this state_dir?)",
+                             s->path);
+        else
+            hearth_error_wrap(err, "%s", s->path);
         store_close(s);
         return -1;
     }
