@@ -459,6 +459,7 @@ static json_t *usage_json(hearth_t *hd, const char *tenant)
 {
     store_usage_t u = {0};
     hearth_error_t err;
+    hd_usage_flush(hd);
     if (store_read_usage(hd->store, tenant, NULL, &u, &err) < 0)
         hearth_log(HEARTH_LOG_WARN, "usage of %s: %s", tenant, err.msg);
     return json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "tenant", tenant, "cpu_ms",

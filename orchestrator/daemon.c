@@ -22,6 +22,65 @@
 static const auth_tenant_t system_caller = {.name = (char *)"hearthd", .admin = true};
 
 
+static void store_usage(hearth_t *hd, const reg_function_t *fn, const store_usage_t *delta)
+{
+    hearth_error_t err = {0};
+    if (store_add_usage(hd->store, fn->spec->tenant, fn->spec->name, delta, &err) < 0)
+        hearth_log(HEARTH_LOG_ERROR, "usage of %s/%s not stored: %s", fn->spec->tenant, fn->spec->name, err.msg);
+}
+
+/* Queue usage for the store (see hd_usage_flush). */
+static void add_usage(hearth_t *hd, const reg_function_t *fn, const store_usage_t *delta)
+{
+    hd_usage_t *u = malloc(sizeof(*u));
+    if (u == NULL || hd->ev_usage == NULL) {
+        free(u);
+        store_usage(hd, fn, delta);
+        return;
+    }
+    u->next = NULL;
+    u->fn = reg_function_ref(fn);
+    u->delta = *delta;
+    if (hd->usage == NULL) {
+        hd->usage_tail = &hd->usage;
+        /* A timer due now fires after the I/O of the loop's next turn. */
+        struct timeval now = {0, 0};
+        event_add(hd->ev_usage, &now);
+    }
+    *hd->usage_tail = u;
+    hd->usage_tail = &u->next;
+}
+
+void hd_usage_flush(hearth_t *hd)
+{
+    if (hd->usage == NULL)
+        return;
+    hearth_error_t err = {0};
+    bool tx = store_begin(hd->store, &err) == 0;
+    if (!tx)
+        hearth_log(HEARTH_LOG_ERROR, "usage: %s", err.msg);
+    while (hd->usage != NULL) {
+        hd_usage_t *u = hd->usage;
+        hd->usage = u->next;
+        store_usage(hd, u->fn, &u->delta);
+        reg_function_unref(u->fn);
+        free(u);
+    }
+    if (tx && store_commit(hd->store, &err) < 0) {
+        hearth_log(HEARTH_LOG_ERROR, "usage not stored: %s", err.msg);
+        store_rollback(hd->store);
+    }
+    if (hd->ev_usage != NULL)
+        event_del(hd->ev_usage);
+}
+
+static void on_usage(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    hd_usage_flush(arg);
+}
+
 /* Start-up, idle and tear-down CPU of a sandbox: its tenant's overhead,
  * in the scheduler's totals and in the store's. */
 static void charge_overhead(hearth_t *hd, const reg_function_t *fn, uint64_t sandbox_id, uint64_t cpu_ns)
@@ -34,8 +93,7 @@ static void charge_overhead(hearth_t *hd, const reg_function_t *fn, uint64_t san
     else
         sched_fn_overhead(hd->sched, fn->id, cpu_ns, &err);
     store_usage_t delta = {.cpu_ns_overhead = (int64_t)cpu_ns};
-    if (store_add_usage(hd->store, fn->spec->tenant, fn->spec->name, &delta, &err) < 0)
-        hearth_log(HEARTH_LOG_ERROR, "overhead of %s/%s not stored: %s", fn->spec->tenant, fn->spec->name, err.msg);
+    add_usage(hd, fn, &delta);
 }
 
 /* Remember why a sandbox of fn failed to start: its callers' 502 names it
@@ -171,11 +229,11 @@ void hd_sandbox_up(hd_sandbox_t *sb)
     hearth_t *hd = sb->hd;
     hearth_error_t err = {0};
     /* Start-up CPU is the tenant's overhead. */
-    sbx_usage_t u;
-    if (sbx_usage(sb->sbx, &u, &err) == 0) {
-        sb->cpu_charged_ns = u.cpu_ns;
+    uint64_t cpu;
+    if (sbx_cpu_ns(sb->sbx, &cpu, &err) == 0) {
+        sb->cpu_charged_ns = cpu;
         if (!sb->generic)
-            charge_overhead(hd, sb->fn, sb->id, u.cpu_ns);
+            charge_overhead(hd, sb->fn, sb->id, cpu);
     }
     if (sched_sandbox_ready(hd->sched, sb->id, now_ns(), &err) < 0)
         hearth_log(HEARTH_LOG_ERROR, "sandbox %" PRIu64 " ready: %s", sb->id, err.msg);
@@ -529,17 +587,19 @@ static void finish_inv(hearth_t *hd, hd_inv_t *inv)
     hearth_error_t err = {0};
 
     /* CPU: the cgroup's usage after minus before; the process and all it
-     * started have exited (or been killed), so the figure is exact. */
+     * started have exited (or been killed), so the figure is exact. The
+     * call is freed once the client has its answer: what the protocol
+     * still owes its process (lambda's 202) goes out after it. */
+    proto_call_t *call = NULL;
     if (sb != NULL && sb->call != NULL) {
-        uint64_t before = sb->call->cpu_before;
-        sbx_usage_t u;
-        if (sb->sbx != NULL && sbx_usage(sb->sbx, &u, &err) == 0 && u.cpu_ns >= before) {
-            inv->cpu_ns = u.cpu_ns - before;
+        uint64_t before = sb->call->cpu_before, after;
+        if (sb->sbx != NULL && sbx_cpu_ns(sb->sbx, &after, &err) == 0 && after >= before) {
+            inv->cpu_ns = after - before;
             if (before > sb->cpu_charged_ns)
                 charge_overhead(hd, sb->fn, sb->id, before - sb->cpu_charged_ns);
-            sb->cpu_charged_ns = u.cpu_ns;
+            sb->cpu_charged_ns = after;
         }
-        proto_free(sb->call);
+        call = sb->call;
         sb->call = NULL;
     }
     uint64_t dur = inv->started_ns ? now - inv->started_ns : 0;
@@ -551,8 +611,7 @@ static void finish_inv(hearth_t *hd, hd_inv_t *inv)
         .errors = inv->outcome != HD_OUT_OK,
         .cold_starts = inv->start_kind != SCHED_START_WARM,
     };
-    if (store_add_usage(hd->store, fn->tenant, fn->name, &delta, &err) < 0)
-        hearth_log(HEARTH_LOG_ERROR, "usage of %s/%s not stored: %s", fn->tenant, fn->name, err.msg);
+    add_usage(hd, inv->fn, &delta);
     const char *labels[] = {fn->tenant, fn->name, sched_start_name(inv->start_kind), outcome_name(inv->outcome)};
     metrics_add(metrics_series(hd->met.invocations, labels), 1);
     metrics_observe(metrics_series(hd->met.duration, (const char *[]){fn->tenant, fn->name}), (double)dur / 1e9);
@@ -565,6 +624,8 @@ static void finish_inv(hearth_t *hd, hd_inv_t *inv)
         lambda_respond(inv);
     else if (inv->req != NULL)
         api_respond_invocation(inv);
+    if (call != NULL)
+        proto_free(call);
     idmap_del(&hd->invocations, inv->sched_id);
     if (!inv->done && sched_invocation_done(hd->sched, inv->sched_id, inv->cpu_ns, done_kind(inv->outcome), now,
                                             &err) < 0)
@@ -917,8 +978,10 @@ int hd_init(hearth_t *hd, hearth_error_t *err)
     hd->ev_host = event_new(hd->base, sbx_host_fd(hd->host), EV_READ | EV_PERSIST, on_host, hd);
     hd->ev_tick = event_new(hd->base, -1, EV_PERSIST, on_tick, hd);
     hd->ev_deferred = event_new(hd->base, -1, 0, on_deferred, hd);
+    hd->ev_usage = evtimer_new(hd->base, on_usage, hd);
     struct timeval tick = {0, 50000};
-    if (hd->ev_host == NULL || hd->ev_tick == NULL || hd->ev_deferred == NULL || event_add(hd->ev_host, NULL) < 0 ||
+    if (hd->ev_host == NULL || hd->ev_tick == NULL || hd->ev_deferred == NULL || hd->ev_usage == NULL ||
+        event_add(hd->ev_host, NULL) < 0 ||
         event_add(hd->ev_tick, &tick) < 0)
         return hearth_error_set(err, ENOMEM, "events");
     return 0;
@@ -975,14 +1038,18 @@ void hd_shutdown(hearth_t *hd)
         event_free(hd->ev_tick);
     if (hd->ev_deferred)
         event_free(hd->ev_deferred);
+    hd_usage_flush(hd);
+    if (hd->ev_usage) {
+        event_free(hd->ev_usage);
+        hd->ev_usage = NULL;
+    }
     metrics_free(hd->met.m);
     while (hd->overheads != NULL) {
         hd_overhead_t *o = hd->overheads;
         hd->overheads = o->next;
         if (o->fn->spec != NULL) {
             store_usage_t delta = {.cpu_ns_overhead = (int64_t)o->cpu_ns};
-            hearth_error_t err;
-            store_add_usage(hd->store, o->fn->spec->tenant, o->fn->spec->name, &delta, &err);
+            store_usage(hd, o->fn, &delta);
         }
         reg_function_unref(o->fn);
         free(o);

@@ -36,6 +36,13 @@ typedef struct hd_overhead {
     struct hd_overhead *next;
 } hd_overhead_t;
 
+/* Usage to add to the store at the next turn of the loop (hd_usage_flush). */
+typedef struct hd_usage {
+    struct hd_usage *next;
+    const reg_function_t *fn; /* a reference */
+    store_usage_t delta;
+} hd_usage_t;
+
 /* Metric families, registered once at start. */
 typedef struct hd_metrics {
     metrics_t *m;
@@ -93,6 +100,8 @@ typedef struct hearth {
     hd_sandbox_t *deferred;  /* sandboxes with a report to make (via ->deferred_next) */
     hd_inv_t *deferred_inv;  /* invocations to finish outside provider callbacks */
     hd_overhead_t *overheads; /* tear-down CPU to charge outside provider callbacks */
+    hd_usage_t *usage, **usage_tail; /* usage not yet in the store */
+    struct event *ev_usage;  /* its group commit, on the loop's next turn */
     bool draining;           /* SIGTERM: no new calls, /readyz 503 */
     uint64_t started_ns;     /* monotonic start, for uptime */
     uint32_t connections;    /* open client connections */
@@ -183,6 +192,10 @@ struct hd_http {
 /* daemon.c */
 int hd_init(hearth_t *hd, hearth_error_t *err);   /* scheduler, provider, maps, events */
 void hd_shutdown(hearth_t *hd);
+/* Write the usage not yet in the store, in one transaction. Usage is
+ * stored on the loop's next turn, after the answers of this one have
+ * gone out; whoever reads the store's usage flushes first. */
+void hd_usage_flush(hearth_t *hd);
 /* Put a function (new or new version) and its tenant into the scheduler. */
 int hd_sched_function(hearth_t *hd, const reg_function_t *fn, hearth_error_t *err);
 int hd_sched_tenants(hearth_t *hd, hearth_error_t *err);

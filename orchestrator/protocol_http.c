@@ -651,9 +651,7 @@ int proto_http_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err)
     c->base.ops = &http_ops;
     c->sb = sb;
     c->inv = inv;
-    sbx_usage_t u;
-    if (sbx_usage(sb->sbx, &u, err) == 0)
-        c->base.cpu_before = u.cpu_ns;
+    sbx_cpu_ns(sb->sbx, &c->base.cpu_before, err);
     c->ev_timeout = evtimer_new(hd->base, on_call_timeout, c);
     c->ev_grace = evtimer_new(hd->base, on_grace, c);
     c->req = evhttp_request_new(on_response, c);

@@ -68,6 +68,8 @@ struct lambda_call {
     bool delivered;               /* handed to the runtime's `next` */
     bool finished;                /* hd_call_done called */
     struct event *ev_timeout;
+    struct evhttp_request *ack;   /* the runtime's response or error, answered 202 when the call is
+                                     freed: after the client's answer, which then goes out first */
 };
 
 static void log_append(hd_runtime_t *rt, const char *p, size_t n)
@@ -213,6 +215,9 @@ static void call_cancel(proto_call_t *pc)
 static void call_free(proto_call_t *pc)
 {
     lambda_call_t *c = (lambda_call_t *)pc;
+    /* Without its runtime (lambda_sandbox_free) the request is gone. */
+    if (c->ack != NULL && c->sb->rt != NULL)
+        reply_status(c->ack, 202, "Accepted", "{\"status\":\"OK\"}");
     if (c->ev_timeout)
         event_free(c->ev_timeout);
     if (c->sb->rt != NULL && c->sb->rt->call == c)
@@ -237,9 +242,7 @@ int proto_lambda_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err)
     c->base.ops = &lambda_ops;
     c->sb = sb;
     c->inv = inv;
-    sbx_usage_t u;
-    if (sbx_usage(sb->sbx, &u, err) == 0)
-        c->base.cpu_before = u.cpu_ns;
+    sbx_cpu_ns(sb->sbx, &c->base.cpu_before, err);
     c->ev_timeout = evtimer_new(sb->hd->base, on_call_timeout, c);
     const cfg_function_t *fn = sb->fn->spec;
     struct timeval tv = {fn->timeout_ms / 1000, (fn->timeout_ms % 1000) * 1000};
@@ -345,7 +348,9 @@ static void runtime_route(struct evhttp_request *req, void *arg)
             reply_status(req, 404, "Not Found", "{\"errorMessage\":\"unknown route\"}");
             return;
         }
-        reply_status(req, 202, "Accepted", "{\"status\":\"OK\"}");
+        /* Answered when the call is freed, in the same turn of the loop:
+         * libevent reads nothing more from this connection meanwhile. */
+        c->ack = req;
         finish(c);
         return;
     }
@@ -532,8 +537,10 @@ void lambda_sandbox_free(hd_sandbox_t *sb)
     if (rt == NULL)
         return;
     sb->rt = NULL;
-    if (rt->call != NULL)
+    if (rt->call != NULL) {
+        rt->call->ack = NULL; /* evhttp_free takes it */
         rt->call->sb->rt = NULL;
+    }
     if (rt->http)
         evhttp_free(rt->http); /* answers nothing more; a pending `next` goes with it */
     for (int i = 0; i < rt->n_conns; i++)

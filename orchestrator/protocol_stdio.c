@@ -351,10 +351,8 @@ int proto_stdio_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err)
     envp[ne++] = deadline_env;
     envp[ne] = NULL;
 
-    sbx_usage_t u;
-    if (sbx_usage(sb->sbx, &u, err) < 0)
+    if (sbx_cpu_ns(sb->sbx, &c->base.cpu_before, err) < 0)
         goto fail;
-    c->base.cpu_before = u.cpu_ns;
     sbx_exec_t ex = {
         .argv = (const char *const *)fn->command,
         .envp = envp,
