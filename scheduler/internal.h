@@ -93,6 +93,7 @@ typedef enum {
     WHY_LIMIT_HOST,   /* queued: host full */
     WHY_QUEUE_FULL,   /* rejecting: queue full at a */
     WHY_START_FAILED, /* a consecutive start failures */
+    WHY_BACKOFF,      /* a consecutive start failures; no proactive start for b s */
     WHY_DRAINING,     /* updated to version a, draining */
 } sched_why_t;
 
@@ -149,7 +150,9 @@ struct sched_fn {
     int wait_level;             /* ring level while WAIT_HOST */
     sched_link_t wait_link;     /* in tenant->blocked[level] or tenant->tenant_wait */
     sched_link_t dead_link;     /* in sched.dead once removed */
-    uint32_t start_failures;    /* consecutive failed starts */
+    uint32_t start_failures;    /* consecutive failed starts (rejects the queue at max_start_failures) */
+    uint32_t fail_streak;       /* consecutive failed starts, until one succeeds */
+    uint64_t retry_at;          /* no start for min_warm or desired before (failures back off) */
     uint64_t avg_run_ns;        /* moving average of run time, for Retry-After */
     sched_scaler_t sc;          /* windows and decision */
     sched_timer_t timer;        /* next scaling evaluation */

@@ -10,6 +10,8 @@
 #include "scheduler/internal.h"
 
 #define MS (1000000ull)
+#define SEC (1000 * MS)
+#define MAX_BACKOFF_NS (60 * SEC) /* the longest pause between failed proactive starts */
 
 typedef enum { START_OK, START_SELF, START_TENANT, START_HOST, START_NOMEM } start_rc_t;
 
@@ -610,6 +612,8 @@ int sched_fn_put(sched_t *s, uint64_t id, const sched_fn_spec_t *spec, uint64_t 
     fn->keep_alive_ns = (uint64_t)spec->keep_alive_ms * MS;
     if (drain) {
         fn->start_failures = 0;
+        fn->fail_streak = 0; /* the new version may start */
+        fn->retry_at = 0;
         set_why(fn, WHY_DRAINING, fn->version, fn->n_draining);
     }
     /* Queued calls now go to the new version; the drained idle sandboxes and
@@ -709,6 +713,8 @@ int sched_sandbox_ready(sched_t *s, uint64_t sandbox_id, uint64_t now, hearth_er
         return 0;
     }
     x->fn->start_failures = 0;
+    x->fn->fail_streak = 0;
+    x->fn->retry_at = 0;
     x->ready_at = s->now;
     offer(s, x, false);
     return 0;
@@ -726,6 +732,16 @@ int sched_sandbox_failed(sched_t *s, uint64_t sandbox_id, uint64_t now, hearth_e
     sched_tenant_t *t = x->tenant;
     bool stale = x->stale;
     pool_destroy(s, x, SCHED_DESTROY_CRASHED, false);
+    if (fn != NULL && !stale && !fn->removed) {
+        /* Starts for min_warm or desired back off: one bucket after the
+         * first failure, doubling up to a minute. A queued call still
+         * tries at once (and gets the failure). */
+        uint32_t shift = fn->fail_streak < 6 ? fn->fail_streak : 6;
+        uint64_t wait = s->scfg.bucket_ns << shift;
+        fn->fail_streak++;
+        fn->retry_at = s->now + (wait < MAX_BACKOFF_NS ? wait : MAX_BACKOFF_NS);
+        set_why(fn, WHY_BACKOFF, fn->fail_streak, (uint32_t)((fn->retry_at - s->now + SEC - 1) / SEC));
+    }
     if (fn != NULL && !stale && !fn->removed && ++fn->start_failures >= s->cfg.max_start_failures) {
         /* A function whose sandboxes keep failing would otherwise spin
          * start/fail until its queue times out. */
@@ -825,9 +841,10 @@ static void scale_eval(sched_t *s, sched_fn_t *fn)
                                            fn->max_sandboxes, &view);
     uint32_t live = fn->n_creating + fn->n_idle + fn->n_busy;
     uint32_t started = 0, removed = 0;
+    bool backoff = s->now < fn->retry_at && fn_queued(fn) == 0;
     /* Scale up without evicting: proactive sandboxes must not push out
      * other functions' warm ones (that would just move the cold start). */
-    while (live + started < desired && try_start(s, fn, 0) == START_OK)
+    while (!backoff && live + started < desired && try_start(s, fn, 0) == START_OK)
         started++;
     if (!fn->sc.panic) {
         while (live - removed > desired && !link_empty(&fn->idle)) {
@@ -838,7 +855,9 @@ static void scale_eval(sched_t *s, sched_fn_t *fn)
             removed++;
         }
     }
-    if (started)
+    if (backoff && live < desired)
+        set_why(fn, WHY_BACKOFF, fn->fail_streak, (uint32_t)((fn->retry_at - s->now + SEC - 1) / SEC));
+    else if (started)
         set_why(fn, WHY_SCALE_UP, started, desired);
     else if (fn->sc.panic)
         set_why(fn, view.want_panic >= 2 * (ready ? ready : 1) ? WHY_PANIC : WHY_HOLD, desired, ready);
@@ -853,7 +872,9 @@ static void scale_eval(sched_t *s, sched_fn_t *fn)
     }
     /* Keep evaluating while anything is observed, the windows still hold
      * history, or min_warm is not yet met; otherwise sleep until an event. */
-    if (!sched_scaler_quiet(&fn->sc) || live + started < desired)
+    if (backoff && live < desired)
+        arm_fn_timer(s, fn, fn->retry_at);
+    else if (!sched_scaler_quiet(&fn->sc) || live + started < desired)
         arm_fn_timer(s, fn, next_bucket(s));
 }
 
@@ -1022,6 +1043,9 @@ static void format_why(const sched_fn_t *fn, char *buf, size_t len)
         break;
     case WHY_START_FAILED:
         snprintf(buf, len, "rejected the queue after %u consecutive failed starts", a);
+        break;
+    case WHY_BACKOFF:
+        snprintf(buf, len, "backing off after %u consecutive failed starts: next start in %u s", a, b);
         break;
     case WHY_DRAINING:
         snprintf(buf, len, "updated to version %u, draining %u old sandboxes", a, b);

@@ -694,6 +694,54 @@ static void t_return_to_min_warm(void)
     sched_free(s);
 }
 
+/* A function whose sandboxes fail to start is not restarted every bucket
+ * for min_warm: 1, 2, 4 ... s apart, up to a minute; a success resets. */
+static void t_start_backoff(void)
+{
+    sched_config_t c = base_cfg();
+    sched_t *s = setup(&c);
+    tenant(s, 1, 1, 100, 0);
+    deploy(s, 1, 1, 1, 64, 1, 1, 10, 5000);
+    CHECK(F.spawns == 1, "min_warm started at deploy (%zu)", F.spawns);
+    uint64_t gaps[8];
+    size_t n = 0;
+    uint64_t last = F.now;
+    /* 300 s in steps of 100 ms: every start fails at once */
+    for (int i = 0; i < 3000 && n < 8; i++) {
+        if (F.ncreating > 0) {
+            gaps[n++] = F.now - last;
+            last = F.now;
+            failed(s, F.creating[0]);
+        }
+        advance(s, 100 * MS);
+    }
+    CHECK(n == 8, "8 starts in 300 s (%zu)", n);
+    /* the first gap is the deploy itself (0); then 1, 2, 4, 8, 16, 32, 60 s, each to within a bucket */
+    static const uint64_t want[] = {0, 1, 2, 4, 8, 16, 32, 60};
+    for (size_t i = 1; i < n; i++)
+        CHECK(gaps[i] >= want[i] * SEC && gaps[i] <= (want[i] + 1) * SEC + 100 * MS,
+              "gap %zu: %.1f s, want %" PRIu64 " s", i, gaps[i] / 1e9, want[i]);
+    CHECK(strstr(st(s, 1).reason, "backing off after") != NULL, "reason: %s", st(s, 1).reason);
+    /* a queued call does not wait for the back-off */
+    size_t spawns = F.spawns;
+    submit(s, 1, 1, SCHED_SYNC);
+    CHECK(F.spawns == spawns + 1, "a call starts a sandbox at once (%zu spawns)", F.spawns - spawns);
+    ready_all(s);
+    done_all(s);
+    /* success resets: a crash of the warm sandbox is refilled within a bucket */
+    uint64_t victim = 0;
+    for (uint64_t i = 1; i < F.nsbx_cap; i++)
+        if (F.sbx[i].alive)
+            victim = i;
+    hearth_error_t err;
+    sched_sandbox_died(s, victim, F.now, &err);
+    spawns = F.spawns;
+    advance(s, SEC + 100 * MS);
+    CHECK(F.spawns == spawns + 1, "refilled within a bucket after a success (%zu spawns)", F.spawns - spawns);
+    NO_VIOLATIONS();
+    sched_free(s);
+}
+
 static void t_prewarm_pool(void)
 {
     sched_config_t c = base_cfg();
@@ -1018,6 +1066,7 @@ int main(void)
     RUN(t_update_drains);
     RUN(t_scale_up_burst_and_panic);
     RUN(t_return_to_min_warm);
+    RUN(t_start_backoff);
     RUN(t_prewarm_pool);
     RUN(t_fairness);
     RUN(t_fairness_weights);
