@@ -211,6 +211,14 @@ int hd_invoke_http(hearth_t *hd, struct evhttp_request *req, const reg_function_
                    hd_http_t *http, hearth_error_t *err);
 /* 128 random bits as 32 hex digits: invocation ids unique across hosts. */
 void hd_random_id(char out[33]);
+
+#define HD_DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+/* The environment of a function's process, as NAME=VALUE strings: first,
+ * then the spec's env, then each of defaults whose name the spec does not
+ * set, then last (each NULL-terminated, or NULL). One allocation holds the
+ * array and its strings: free() it. NULL when out of memory. */
+const char **hd_function_env(const cfg_function_t *fn, const char *const *first, const char *const *defaults,
+                             const char *const *last);
 uint64_t hd_tenant_id(hearth_t *hd, const char *tenant);
 /* Refresh gauges (queue depth, sandboxes by state, scaler) before /metrics. */
 void hd_metrics_refresh(hearth_t *hd);

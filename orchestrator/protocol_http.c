@@ -319,35 +319,15 @@ int http_server_start(hd_sandbox_t *sb, hearth_error_t *err)
 
     /* The spec's environment, then PATH, HOME and PORT unless it sets them,
      * then ours (HEARTH_* names are refused in specs). */
-    cleanup_free const char **envp = calloc(fn->n_env + 5, sizeof(*envp));
-    size_t total = 1;
-    for (size_t i = 0; i < fn->n_env; i++)
-        total += strlen(fn->env[i].name) + strlen(fn->env[i].value) + 2;
-    cleanup_free char *pairs = malloc(total);
-    if (envp == NULL || pairs == NULL) {
+    char fn_env[128];
+    snprintf(fn_env, sizeof(fn_env), "HEARTH_FUNCTION=%s", fn->name);
+    static const char *const defaults[] = {HD_DEFAULT_PATH, "HOME=/tmp", "PORT=8080", NULL};
+    const char *const ours[] = {fn_env, NULL};
+    cleanup_free const char **envp = hd_function_env(fn, NULL, defaults, ours);
+    if (envp == NULL) {
         close(logp[1]);
         return hearth_error_set(err, ENOMEM, "environment");
     }
-    size_t ne = 0;
-    bool has_path = false, has_home = false, has_port = false;
-    char *p = pairs;
-    for (size_t i = 0; i < fn->n_env; i++) {
-        envp[ne++] = p;
-        p += sprintf(p, "%s=%s", fn->env[i].name, fn->env[i].value) + 1;
-        has_path |= strcmp(fn->env[i].name, "PATH") == 0;
-        has_home |= strcmp(fn->env[i].name, "HOME") == 0;
-        has_port |= strcmp(fn->env[i].name, "PORT") == 0;
-    }
-    if (!has_path)
-        envp[ne++] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    if (!has_home)
-        envp[ne++] = "HOME=/tmp";
-    if (!has_port)
-        envp[ne++] = "PORT=8080";
-    char fn_env[128];
-    snprintf(fn_env, sizeof(fn_env), "HEARTH_FUNCTION=%s", fn->name);
-    envp[ne++] = fn_env;
-    envp[ne] = NULL;
     sbx_exec_t ex = {.argv = (const char *const *)fn->command, .envp = envp, .cwd = "/", .stdin_fd = -1,
                      .stdout_fd = logp[1], .stderr_fd = logp[1]};
     int rc = sbx_exec_send(sb->sbx, &ex, err);

@@ -491,39 +491,22 @@ int lambda_runtime_start(hd_sandbox_t *sb, hearth_error_t *err)
         return hearth_error_set(err, ENOMEM, "runtime events");
     }
 
-    /* The usual Lambda environment, then the spec's. */
-    char mem[64], name[128], handler[160];
+    /* Lambda's reserved variables first (getenv finds the first of a
+     * name), then the spec's, then the defaults a spec may override, as
+     * on Lambda: _HANDLER, TZ, PATH, HOME, LANG. */
+    char mem[64], name[128];
     snprintf(mem, sizeof(mem), "AWS_LAMBDA_FUNCTION_MEMORY_SIZE=%u", fn->memory_mb);
     snprintf(name, sizeof(name), "AWS_LAMBDA_FUNCTION_NAME=%s", fn->name);
-    const char *h = NULL;
-    for (size_t i = 0; i < fn->n_env; i++)
-        if (strcmp(fn->env[i].name, "_HANDLER") == 0)
-            h = fn->env[i].value;
-    snprintf(handler, sizeof(handler), "_HANDLER=%s", h ? h : "handler");
-    const char *base_env[] = {"AWS_LAMBDA_RUNTIME_API=127.0.0.1:9001", name, mem, "AWS_LAMBDA_FUNCTION_VERSION=$LATEST",
-                              handler, "LAMBDA_TASK_ROOT=/", "AWS_REGION=us-east-1", "AWS_DEFAULT_REGION=us-east-1",
-                              "TZ=:UTC", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                              "HOME=/tmp", "LANG=C.UTF-8"};
-    size_t nb = sizeof(base_env) / sizeof(base_env[0]);
-    cleanup_free const char **envp = calloc(nb + fn->n_env + 1, sizeof(*envp));
-    cleanup_free char *pairs = NULL;
-    size_t total = 1;
-    for (size_t i = 0; i < fn->n_env; i++)
-        total += strlen(fn->env[i].name) + strlen(fn->env[i].value) + 2;
-    pairs = malloc(total);
-    if (envp == NULL || pairs == NULL) {
+    const char *const reserved[] = {"AWS_LAMBDA_RUNTIME_API=127.0.0.1:9001", name, mem,
+                                    "AWS_LAMBDA_FUNCTION_VERSION=$LATEST", "LAMBDA_TASK_ROOT=/",
+                                    "AWS_REGION=us-east-1", "AWS_DEFAULT_REGION=us-east-1", NULL};
+    static const char *const defaults[] = {"_HANDLER=handler", "TZ=:UTC", HD_DEFAULT_PATH, "HOME=/tmp",
+                                           "LANG=C.UTF-8", NULL};
+    cleanup_free const char **envp = hd_function_env(fn, reserved, defaults, NULL);
+    if (envp == NULL) {
         close(logp[1]);
         return hearth_error_set(err, ENOMEM, "environment");
     }
-    size_t ne = 0;
-    for (size_t i = 0; i < nb; i++)
-        envp[ne++] = base_env[i];
-    char *p = pairs;
-    for (size_t i = 0; i < fn->n_env; i++) {
-        envp[ne++] = p;
-        p += sprintf(p, "%s=%s", fn->env[i].name, fn->env[i].value) + 1;
-    }
-    envp[ne] = NULL;
     sbx_exec_t ex = {.argv = (const char *const *)fn->command, .envp = envp, .cwd = "/", .stdin_fd = -1,
                      .stdout_fd = logp[1], .stderr_fd = logp[1]};
     int rc = sbx_exec_send(sb->sbx, &ex, err);

@@ -312,7 +312,6 @@ int proto_stdio_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err)
     c->out_cap = hd->cfg->max_body_bytes;
 
     int in[2] = {-1, -1}, out[2] = {-1, -1}, er[2] = {-1, -1};
-    cleanup_free char *pairs = NULL;
     cleanup_free const char **envp = NULL;
     if (make_pipe(in, 1, err) < 0 || make_pipe(out, 0, err) < 0 || make_pipe(er, 0, err) < 0)
         goto fail;
@@ -324,32 +323,12 @@ int proto_stdio_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err)
     snprintf(fn_env, sizeof(fn_env), "HEARTH_FUNCTION=%s", fn->name);
     uint64_t deadline = (uint64_t)wall_ms() + fn->timeout_ms;
     snprintf(deadline_env, sizeof(deadline_env), "HEARTH_DEADLINE_MS=%" PRIu64, deadline);
-    envp = calloc(fn->n_env + 6, sizeof(*envp));
-    size_t ne = 0;
-    bool has_path = false, has_home = false;
-    size_t total = 0;
-    for (size_t i = 0; i < fn->n_env; i++)
-        total += strlen(fn->env[i].name) + strlen(fn->env[i].value) + 2;
-    pairs = malloc(total + 1);
-    if (pairs == NULL || envp == NULL) {
+    static const char *const defaults[] = {HD_DEFAULT_PATH, "HOME=/tmp", NULL};
+    const char *const ours[] = {inv_env, fn_env, deadline_env, NULL};
+    if ((envp = hd_function_env(fn, NULL, defaults, ours)) == NULL) {
         hearth_error_set(err, ENOMEM, "environment");
         goto fail;
     }
-    char *p = pairs;
-    for (size_t i = 0; i < fn->n_env; i++) {
-        envp[ne++] = p;
-        p += sprintf(p, "%s=%s", fn->env[i].name, fn->env[i].value) + 1;
-        has_path |= strcmp(fn->env[i].name, "PATH") == 0;
-        has_home |= strcmp(fn->env[i].name, "HOME") == 0;
-    }
-    if (!has_path)
-        envp[ne++] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    if (!has_home)
-        envp[ne++] = "HOME=/tmp";
-    envp[ne++] = inv_env;
-    envp[ne++] = fn_env;
-    envp[ne++] = deadline_env;
-    envp[ne] = NULL;
 
     if (sbx_cpu_ns(sb->sbx, &c->base.cpu_before, err) < 0)
         goto fail;

@@ -158,8 +158,8 @@ check "sh-echo: Lambda endpoint (curl --aws-sigv4): a handler error is 200 + X-A
     "HTTP $code" "$(cat "$WORK/lh")" "$(cat "$WORK/lb")"
 
 # --- the Lambda environment -----------------------------------------------------------------
-deploy env-sh "{\"protocol\": \"lambda\", \"command\": [\"$RT/bootstrap\"], \"memory_mb\": 192, \"env\": {\"GREETING\": \"hi there\"}}"
-deploy env-py "{\"protocol\": \"lambda\", \"command\": [\"$RT/python_bootstrap.py\"], \"memory_mb\": 160, \"env\": {\"GREETING\": \"hi there\"}}"
+deploy env-sh "{\"protocol\": \"lambda\", \"command\": [\"$RT/bootstrap\"], \"memory_mb\": 192, \"env\": {\"GREETING\": \"hi there\", \"_HANDLER\": \"app.main\"}}"
+deploy env-py "{\"protocol\": \"lambda\", \"command\": [\"$RT/python_bootstrap.py\"], \"memory_mb\": 160, \"env\": {\"GREETING\": \"hi there\", \"_HANDLER\": \"app.main\"}}"
 for f in env-sh:192 env-py:160; do
     mem=${f#*:}
     f=${f%:*}
@@ -171,6 +171,7 @@ for f in env-sh:192 env-py:160; do
     check "$f: also AWS_LAMBDA_FUNCTION_VERSION, AWS_REGION, _HANDLER, LAMBDA_TASK_ROOT" \
         "[ \"\$(bget '$e[\"AWS_LAMBDA_FUNCTION_VERSION\"]')\" = '\$LATEST' ] && [ -n \"\$(bget '$e[\"AWS_REGION\"]')\" ] && [ -n \"\$(bget '$e[\"_HANDLER\"]')\" ] && [ -n \"\$(bget '$e[\"LAMBDA_TASK_ROOT\"]')\" ]" \
         "$(what)"
+    check "$f: the spec's _HANDLER replaces the default" "[ \"\$(bget '$e[\"_HANDLER\"]')\" = app.main ]" "$(what)"
 done
 
 # --- init failures --------------------------------------------------------------------------
