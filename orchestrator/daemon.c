@@ -699,6 +699,14 @@ void hd_random_id(char out[33])
     out[32] = '\0';
 }
 
+bool hd_process_gone(const sbx_event_t *ev, pid_t *pid)
+{
+    if (ev->kind == SBX_EV_STARTED && *pid == 0)
+        *pid = ev->pid;
+    return ev->kind == SBX_EV_DIED || (ev->kind == SBX_EV_END && ev->pid == *pid) ||
+           ev->kind == SBX_EV_START_FAILED;
+}
+
 static size_t count_env(const char *const *v)
 {
     size_t n = 0;

@@ -212,6 +212,11 @@ int hd_invoke_http(hearth_t *hd, struct evhttp_request *req, const reg_function_
 /* 128 random bits as 32 hex digits: invocation ids unique across hosts. */
 void hd_random_id(char out[33]);
 
+/* For protocols that keep one process running (lambda, http): notes its
+ * pid from its STARTED event into *pid (while 0), and says whether ev
+ * means it is gone: it ended, it could not start, or the sandbox died. */
+bool hd_process_gone(const sbx_event_t *ev, pid_t *pid);
+
 #define HD_DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 /* The environment of a function's process, as NAME=VALUE strings: first,
  * then the spec's env, then each of defaults whose name the spec does not

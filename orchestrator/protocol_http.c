@@ -704,11 +704,7 @@ int proto_http_start(hd_sandbox_t *sb, hd_inv_t *inv, hearth_error_t *err)
 void http_sandbox_event(hd_sandbox_t *sb, const sbx_event_t *ev)
 {
     hd_httpsrv_t *s = sb->srv;
-    bool gone = ev->kind == SBX_EV_DIED || (ev->kind == SBX_EV_END && ev->pid == s->pid) ||
-                ev->kind == SBX_EV_START_FAILED;
-    if (ev->kind == SBX_EV_STARTED && s->pid == 0)
-        s->pid = ev->pid;
-    if (!gone || s->failed)
+    if (!hd_process_gone(ev, &s->pid) || s->failed)
         return;
     char msg[256];
     if (ev->kind == SBX_EV_START_FAILED)

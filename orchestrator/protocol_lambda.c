@@ -373,11 +373,7 @@ static void on_init_timeout(evutil_socket_t fd, short what, void *arg)
 void lambda_sandbox_event(hd_sandbox_t *sb, const sbx_event_t *ev)
 {
     hd_runtime_t *rt = sb->rt;
-    bool runtime_gone = ev->kind == SBX_EV_DIED || (ev->kind == SBX_EV_END && ev->pid == rt->pid) ||
-                        ev->kind == SBX_EV_START_FAILED;
-    if (ev->kind == SBX_EV_STARTED && rt->pid == 0)
-        rt->pid = ev->pid;
-    if (!runtime_gone || rt->failed)
+    if (!hd_process_gone(ev, &rt->pid) || rt->failed)
         return;
     char msg[256];
     if (ev->kind == SBX_EV_START_FAILED)
