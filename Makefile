@@ -126,7 +126,7 @@ soak: deps
 
 # libFuzzer targets for every parser of outside input; FUZZ_SECONDS each (default 30).
 fuzz: deps
-	@scripts/fuzz
+	@FUZZ_OUT=$${FUZZ_OUT:-$(BUILD)/fuzz} scripts/fuzz
 
 clean:
 	rm -rf $(BUILD) $(BIN)

@@ -40,9 +40,9 @@ case $PROBE in
 /tmp/*) not_ok "probe visible in sandboxes" "$PROBE is under /tmp, which sandboxes do not see"; finish ;;
 esac
 
-# Scratch space the sandbox can see (not /tmp, which is its own tmpfs).
-mkdir -p "$REPO/build" || exit 1
-WORK=$(mktemp -d "$REPO/build/hearth-run-test.XXXXXX") || exit 1
+# Scratch space the sandbox can see (not /tmp, which is its own tmpfs), and
+# outside the checkout, which may be read-only or elsewhere than $O.
+WORK=$(mktemp -d /var/tmp/hearth-run-test.XXXXXX) || exit 1
 trap 'rm -rf "$WORK"' EXIT
 chmod 755 "$WORK"
 PIDS=$WORK/pids # every hearth we started, for the cgroup check at the end
