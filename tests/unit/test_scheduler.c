@@ -382,6 +382,15 @@ static sched_config_t base_cfg(void)
     return c;
 }
 
+/* The fake's first live sandbox (0 if none). */
+static uint64_t first_alive(void)
+{
+    for (uint64_t i = 1; i < F.nsbx_cap; i++)
+        if (F.sbx[i].alive)
+            return i;
+    return 0;
+}
+
 #define NO_VIOLATIONS() CHECK(F.violations == 0, "%ld violations, first: %s", F.violations, F.first_violation)
 
 /* --- tests --- */
@@ -669,14 +678,8 @@ static void t_return_to_min_warm(void)
     CHECK(o.idle == 2 && o.busy == 0 && o.creating == 0, "back to min_warm: idle %u (%s)", o.idle, o.reason);
     CHECK(o.desired == 2, "desired %u", o.desired);
     /* eviction of a min_warm sandbox is refilled when room comes back */
-    uint64_t victim = 0;
-    for (uint64_t i = 1; i < F.nsbx_cap; i++)
-        if (F.sbx[i].alive) {
-            victim = i;
-            break;
-        }
     hearth_error_t err;
-    sched_sandbox_died(s, victim, F.now, &err);
+    sched_sandbox_died(s, first_alive(), F.now, &err);
     advance(s, SEC);
     o = st(s, 1);
     CHECK(o.idle + o.creating == 2, "refilled after crash (%u idle, %u creating)", o.idle, o.creating);
@@ -729,12 +732,8 @@ static void t_start_backoff(void)
     ready_all(s);
     done_all(s);
     /* success resets: a crash of the warm sandbox is refilled within a bucket */
-    uint64_t victim = 0;
-    for (uint64_t i = 1; i < F.nsbx_cap; i++)
-        if (F.sbx[i].alive)
-            victim = i;
     hearth_error_t err;
-    sched_sandbox_died(s, victim, F.now, &err);
+    sched_sandbox_died(s, first_alive(), F.now, &err);
     spawns = F.spawns;
     advance(s, SEC + 100 * MS);
     CHECK(F.spawns == spawns + 1, "refilled within a bucket after a success (%zu spawns)", F.spawns - spawns);
