@@ -124,7 +124,7 @@ fi
 # A second hearthd on the same state_dir (its own socket, port and cgroup root) is refused.
 sed -e "s#$SOCK#$WORK/run/second.sock#; s#127.0.0.1:$PORT#127.0.0.1:$(free_port)#; s#$CGROOT#$CGROOT-2#" \
     "$WORK/hearthd.json" >"$WORK/second.json"
-timeout 30 "$HEARTH_BIN/hearthd" --config "$WORK/second.json" >"$WORK/second.log" 2>&1
+timeout 30 "$HB/hearthd" --config "$WORK/second.json" >"$WORK/second.log" 2>&1
 rc=$?
 check "a second hearthd on the same state_dir exits 1, saying the state is in use" \
     '[ "$rc" = 1 ] && grep -q "in use by another process" "$WORK/second.log"' "exit $rc: $(tail -c 300 "$WORK/second.log")"
