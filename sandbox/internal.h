@@ -59,6 +59,7 @@ typedef struct sbx_spawn_req {
     bool cg_later;             /* v1: the cgroups are made while the child builds its root; their
                                   n_cg_fds fds come with sbx_spawn_release (cg_fds unused) */
     struct sbx_netns_stock *netns; /* network namespaces made ahead, or NULL */
+    int mount_template;        /* the mount template (sbx_template_open) for a spec it fits, or -1 */
 } sbx_spawn_req_t;
 
 typedef struct sbx_spawn_res {
@@ -107,6 +108,12 @@ int sbx_spawn_advance(sbx_spawning_t *sp, sbx_spawn_res_t *res, hearth_error_t *
 void sbx_spawn_abort(sbx_spawning_t *sp);
 /* begin + advance until done. */
 int sbx_spawn_local(const sbx_spawn_req_t *req, sbx_spawn_res_t *res, hearth_error_t *err);
+/* The mount template: a mount namespace holding the common part of every
+ * root on the host's / without bind mounts (read-only /, /dev), built once
+ * by a short-lived child; *fd_out is its nsfs fd. Call while the process
+ * has no other threads (it forks). */
+int sbx_template_open(int *fd_out, hearth_error_t *err);
+bool sbx_template_fits(const sbx_spec_t *spec);
 
 /* init.c: the loop of a sandbox's pid 1. Never returns. */
 __attribute__((noreturn)) void sbx_init_main(int ctl, const sbx_seccomp_t *seccomp, uint32_t nofile);

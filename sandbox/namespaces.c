@@ -1,8 +1,9 @@
 /* Creating a sandbox: clone its init into fresh pid, mount, uts and ipc
- * namespaces and build its root, while its network namespace is made on a
- * thread of the parent or was made ahead (netns.c) and the parent, on
- * cgroup v1, makes its cgroups; enter those; then give it a user namespace
- * and a cgroup namespace and drop every privilege.
+ * namespaces and build its root (or start from a copy of the mount
+ * template, below), while its network namespace is made on a thread of
+ * the parent or was made ahead (netns.c) and the parent, on cgroup v1,
+ * makes its cgroups; enter those; then give it a user namespace and a
+ * cgroup namespace and drop every privilege.
  *
  * Why the user namespace comes last: mounts copied into a mount namespace
  * owned by a new user namespace are "locked", and the kernel then refuses
@@ -96,24 +97,27 @@ static const char *const masked_files[] = {"kcore", "keys", "latency_stats", "ti
 static const char *const masked_dirs[] = {"acpi", "asound", "scsi", "driver", NULL};
 static const char *const readonly_dirs[] = {"bus", "fs", "irq", "sys", "sysrq-trigger", NULL};
 
-static int setup_proc(hearth_error_t *err)
+/* A fresh /proc under root ("" once the root is ours), masked. */
+static int setup_proc(const char *root, hearth_error_t *err)
 {
-    char path[128];
-    if (do_mount("proc", NEWROOT "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, err) < 0)
+    char path[128], null[128];
+    snprintf(path, sizeof(path), "%s/proc", root);
+    if (do_mount("proc", path, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, err) < 0)
         return -1;
+    snprintf(null, sizeof(null), "%s/dev/null", root);
     for (const char *const *p = masked_files; *p; p++) {
-        snprintf(path, sizeof(path), NEWROOT "/proc/%s", *p);
-        if (mount(NEWROOT "/dev/null", path, NULL, MS_BIND, NULL) < 0 && errno != ENOENT)
+        snprintf(path, sizeof(path), "%s/proc/%s", root, *p);
+        if (mount(null, path, NULL, MS_BIND, NULL) < 0 && errno != ENOENT)
             return hearth_error_sys(err, "mask /proc/%s", *p);
     }
     for (const char *const *p = masked_dirs; *p; p++) {
-        snprintf(path, sizeof(path), NEWROOT "/proc/%s", *p);
+        snprintf(path, sizeof(path), "%s/proc/%s", root, *p);
         if (mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k") < 0 &&
             errno != ENOENT)
             return hearth_error_sys(err, "mask /proc/%s", *p);
     }
     for (const char *const *p = readonly_dirs; *p; p++) {
-        snprintf(path, sizeof(path), NEWROOT "/proc/%s", *p);
+        snprintf(path, sizeof(path), "%s/proc/%s", root, *p);
         if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) < 0) {
             if (errno == ENOENT)
                 continue;
@@ -172,6 +176,44 @@ static int open_source(const char *path, int flags, bool resolved)
     return (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
 }
 
+static int check_dirs(const char *rootfs, hearth_error_t *err)
+{
+    static const char *const needed[] = {"proc", "dev", "tmp"};
+    for (size_t i = 0; i < 3; i++) {
+        char path[128];
+        struct stat st;
+        snprintf(path, sizeof(path), NEWROOT "/%s", needed[i]);
+        if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
+            return hearth_error_set(err, 0, "rootfs %s has no /%s directory", rootfs, needed[i]);
+    }
+    return 0;
+}
+
+/* The sandbox's /tmp under root ("" once the root is ours), capped. */
+static int mount_tmp(const char *root, const sbx_spec_t *spec, hearth_error_t *err)
+{
+    char path[128], opts[96];
+    snprintf(path, sizeof(path), "%s/tmp", root);
+    snprintf(opts, sizeof(opts), "mode=1777,size=%llu,nr_inodes=%llu", (unsigned long long)spec->tmp_bytes,
+             (unsigned long long)(spec->tmp_bytes / 4096 + 64));
+    return do_mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, opts, err);
+}
+
+/* Make NEWROOT our root: pivot_root(".", ".") stacks the old root on the
+ * new one; detaching it leaves no path back to the host's tree. */
+static int enter_root(hearth_error_t *err)
+{
+    if (chdir(NEWROOT) < 0)
+        return hearth_error_sys(err, "chdir " NEWROOT);
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        return hearth_error_sys(err, "pivot_root");
+    if (umount2(".", MNT_DETACH) < 0)
+        return hearth_error_sys(err, "detach the old root");
+    if (chdir("/") < 0)
+        return hearth_error_sys(err, "chdir /");
+    return 0;
+}
+
 static int setup_root(const sbx_spec_t *spec, hearth_error_t *err)
 {
     const char *rootfs = spec->rootfs ? spec->rootfs : "/";
@@ -208,22 +250,13 @@ static int setup_root(const sbx_spec_t *spec, hearth_error_t *err)
     snprintf(root_path, sizeof(root_path), "/proc/self/fd/%d", root_src);
     if (do_mount(root_path, NEWROOT, NULL, MS_BIND | (host_root ? 0 : MS_REC), NULL, err) < 0)
         return hearth_error_wrap(err, "rootfs %s", rootfs);
-    static const char *const needed[] = {"proc", "dev", "tmp"};
-    for (size_t i = 0; i < 3; i++) {
-        char path[128];
-        struct stat st;
-        snprintf(path, sizeof(path), NEWROOT "/%s", needed[i]);
-        if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
-            return hearth_error_set(err, 0, "rootfs %s has no /%s directory", rootfs, needed[i]);
-    }
+    if (check_dirs(rootfs, err) < 0)
+        return -1;
     if (setup_dev(err) < 0)
         return hearth_error_wrap(err, "/dev");
-    if (setup_proc(err) < 0)
+    if (setup_proc(NEWROOT, err) < 0)
         return hearth_error_wrap(err, "/proc");
-    char opts[96];
-    snprintf(opts, sizeof(opts), "mode=1777,size=%llu,nr_inodes=%llu", (unsigned long long)spec->tmp_bytes,
-             (unsigned long long)(spec->tmp_bytes / 4096 + 64));
-    if (do_mount("tmpfs", NEWROOT "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts, err) < 0)
+    if (mount_tmp(NEWROOT, spec, err) < 0)
         return hearth_error_wrap(err, "/tmp");
 
     if (spec->n_mounts > 0) {
@@ -240,15 +273,105 @@ static int setup_root(const sbx_spec_t *spec, hearth_error_t *err)
     }
     if (do_mount(NULL, NEWROOT, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL, err) < 0)
         return hearth_error_wrap(err, "make the rootfs read-only");
+    return enter_root(err);
+}
 
-    /* pivot_root(".", ".") stacks the old root on the new one; detaching
-     * it leaves no path back to the host's tree. */
-    if (chdir(NEWROOT) < 0)
-        return hearth_error_sys(err, "chdir " NEWROOT);
-    if (syscall(SYS_pivot_root, ".", ".") < 0)
-        return hearth_error_sys(err, "pivot_root");
-    if (umount2(".", MNT_DETACH) < 0)
-        return hearth_error_sys(err, "detach the old root");
+/* --- the mount template -----------------------------------------------------
+ * Most sandboxes run on the host's root without bind mounts of their own,
+ * and their roots differ only in /proc (their pid namespace's) and /tmp
+ * (their size). The spawner has a short-lived child build the rest once,
+ * in a mount namespace of its own: the host's / alone, read-only, and
+ * /dev, pivoted into, the old root detached. Such a sandbox starts from a
+ * copy of that namespace (setns, then unshare) and adds /proc and /tmp:
+ * no copy of the host's mount table, no pivot_root, and above all no
+ * detach of an old root, whose unmount waits for an RCU grace period
+ * (0.1 to 0.8 ms on the development machine, traced with ftrace). */
+
+static int build_template(hearth_error_t *err)
+{
+    if (unshare(CLONE_NEWNS) < 0)
+        return hearth_error_sys(err, "unshare mount namespace");
+    if (do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, err) < 0 ||
+        do_mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700,size=4k", err) < 0)
+        return -1;
+    if (mkdir(NEWROOT, 0755) < 0)
+        return hearth_error_sys(err, "mkdir " NEWROOT);
+    if (do_mount("/", NEWROOT, NULL, MS_BIND, NULL, err) < 0 || check_dirs("/", err) < 0)
+        return -1;
+    if (setup_dev(err) < 0)
+        return hearth_error_wrap(err, "/dev");
+    if (do_mount(NULL, NEWROOT, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL, err) < 0)
+        return hearth_error_wrap(err, "make the rootfs read-only");
+    return enter_root(err);
+}
+
+int sbx_template_open(int *fd_out, hearth_error_t *err)
+{
+    *fd_out = -1;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return hearth_error_sys(err, "socketpair");
+    pid_t pid = fork();
+    if (pid < 0) {
+        hearth_error_sys(err, "fork");
+        close(sv[0]);
+        close(sv[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        close(sv[0]);
+        hearth_error_t e = {0};
+        if (build_template(&e) < 0)
+            child_fail(sv[1], &e);
+        char c;
+        /* Hold the namespace until the parent has opened it. */
+        if (send(sv[1], "T", 1, MSG_NOSIGNAL) == 1)
+            (void)!recv(sv[1], &c, 1, 0);
+        _exit(0);
+    }
+    close(sv[1]);
+    char msg[sizeof(err->msg) + 1];
+    ssize_t n;
+    do
+        n = recv(sv[0], msg, sizeof(msg) - 1, 0);
+    while (n < 0 && errno == EINTR);
+    int rc = 0;
+    if (n == 1 && msg[0] == 'T') {
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)pid);
+        *fd_out = open(path, O_RDONLY | O_CLOEXEC);
+        if (*fd_out < 0)
+            rc = hearth_error_sys(err, "open %s", path);
+    } else if (n > 1 && msg[0] == 'E') {
+        msg[n] = '\0';
+        rc = hearth_error_set(err, 0, "%s", msg + 1);
+    } else {
+        rc = hearth_error_set(err, 0, "the template's builder died");
+    }
+    close(sv[0]);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    return rc;
+}
+
+bool sbx_template_fits(const sbx_spec_t *spec)
+{
+    return (spec->rootfs == NULL || strcmp(spec->rootfs, "/") == 0) && spec->n_mounts == 0;
+}
+
+/* A copy of the template, with this sandbox's /proc and /tmp. */
+static int setup_root_from(int template_fd, const sbx_spec_t *spec, hearth_error_t *err)
+{
+    /* setns moves our root and cwd to the template's root. */
+    if (setns(template_fd, CLONE_NEWNS) < 0)
+        return hearth_error_sys(err, "enter the mount template");
+    close(template_fd);
+    if (unshare(CLONE_NEWNS) < 0)
+        return hearth_error_sys(err, "unshare mount namespace");
+    if (setup_proc("", err) < 0)
+        return hearth_error_wrap(err, "/proc");
+    if (mount_tmp("", spec, err) < 0)
+        return hearth_error_wrap(err, "/tmp");
     if (chdir("/") < 0)
         return hearth_error_sys(err, "chdir /");
     return 0;
@@ -318,7 +441,7 @@ __attribute__((noreturn)) static void child_main(const sbx_spawn_req_t *req, int
     /* The root is built while the parent makes our network namespace and
      * (v1) our cgroups: nothing of the tenant's runs before both are ours
      * (enter_net_and_cgroups), and nothing here depends on them. */
-    if (setup_root(spec, &err) < 0)
+    if ((req->mount_template >= 0 ? setup_root_from(req->mount_template, spec, &err) : setup_root(spec, &err)) < 0)
         child_fail(sync, &err);
     if (sethostname(spec->hostname, strlen(spec->hostname)) < 0) {
         hearth_error_sys(&err, "sethostname");
@@ -386,10 +509,13 @@ int sbx_spawn_begin(const sbx_spawn_req_t *req, sbx_spawning_t *sp, hearth_error
 
     int pidfd = -1;
     struct clone_args args = {
-        .flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD,
+        .flags = CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD,
         .pidfd = (uint64_t)(uintptr_t)&pidfd,
         .exit_signal = SIGCHLD,
     };
+    /* From the template, the child makes its own (a copy of that). */
+    if (req->mount_template < 0)
+        args.flags |= CLONE_NEWNS;
     if (req->into_cgroup) {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = (uint64_t)req->cg_fds[0];

@@ -340,7 +340,7 @@ static void fill_req(sbx_t *sb, const sbx_spec_t *spec, const sbx_seccomp_t *sc,
                      sbx_spawn_req_t *req)
 {
     sbx_host_t *h = sb->host;
-    *req = (sbx_spawn_req_t){.spec = spec, .uid = h->uid_base + sb->uid_slot, .seccomp = sc};
+    *req = (sbx_spawn_req_t){.spec = spec, .uid = h->uid_base + sb->uid_slot, .seccomp = sc, .mount_template = -1};
     if (cg_later) {
         req->cg_later = true;
         req->n_cg_fds = h->cgs.n_hier;

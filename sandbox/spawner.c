@@ -125,7 +125,7 @@ static void reply(int sock, uint64_t ticket, pid_t pid, const char *error, const
 
 /* Decode a request and clone its init; 1 if it is now in flight. */
 static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, sbx_netns_stock_t *netns,
-                     inflight_t *slot)
+                     int mount_template, inflight_t *slot)
 {
     hearth_error_t err = {0};
     uint32_t jlen;
@@ -163,7 +163,8 @@ static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, 
     /* The BPF program follows the JSON; the child keeps its copy. */
     sbx_seccomp_t sc = {.prog = {.len = (unsigned short)(((size_t)n - 4 - jlen) / sizeof(struct sock_filter)),
                                  .filter = (struct sock_filter *)(buf + 4 + jlen)}};
-    sbx_spawn_req_t sreq = {.spec = &spec, .uid = (uid_t)uid, .seccomp = &sc, .into_cgroup = into, .netns = netns};
+    sbx_spawn_req_t sreq = {.spec = &spec, .uid = (uid_t)uid, .seccomp = &sc, .into_cgroup = into, .netns = netns,
+                            .mount_template = sbx_template_fits(&spec) ? mount_template : -1};
     for (int i = 0; i < n_fds && i < SBX_CG_MAX_HIER; i++)
         sreq.cg_fds[sreq.n_cg_fds++] = fds[i];
     int started = 0;
@@ -200,6 +201,14 @@ __attribute__((noreturn)) static void spawner_main(int sock, int netns_ahead)
     inflight_t *fl = calloc(MAX_INFLIGHT, sizeof(*fl));
     if (buf == NULL || fl == NULL)
         _exit(1);
+    /* The mount template first: it forks, and the stock below is a thread.
+     * Without it every sandbox builds its root from the host's mount
+     * table: slower, not wrong. */
+    hearth_error_t tmpl_err;
+    int mount_template;
+    if (sbx_template_open(&mount_template, &tmpl_err) < 0)
+        fprintf(stderr, "hearth-spawner: no mount template (%s): each sandbox builds its whole root\n",
+                tmpl_err.msg);
     /* Network namespaces made while nobody waits (netns.c). Without the
      * stock every creation makes its own: slower, not wrong. */
     hearth_error_t stock_err;
@@ -242,7 +251,7 @@ __attribute__((noreturn)) static void spawner_main(int sock, int netns_ahead)
             if (n == 0 || (n < 0 && errno != EMSGSIZE))
                 _exit(0); /* the daemon is gone; PDEATHSIG takes the inits */
             if (n > 0)
-                n_fl += start_one(3, buf, n, fds, n_fds, netns, &fl[n_fl]);
+                n_fl += start_one(3, buf, n, fds, n_fds, netns, mount_template, &fl[n_fl]);
             else
                 reply(3, 0, 0, "spawner: request too large", NULL, 0);
             for (int i = 0; i < n_fds; i++)

@@ -1068,6 +1068,70 @@ static void find_paths(void)
     snprintf(probe, sizeof(probe), "%s/probe", bin_dir);
 }
 
+/* A host with a spawner, as hearthd has: there a sandbox on the host's
+ * root starts from the mount template (namespaces.c). The spawner says on
+ * its stderr when it could not build one: caught here until its first
+ * sandbox is up (it builds the template before it takes requests). */
+static sbx_host_t *spawner_host;
+
+static void t_mount_template(void)
+{
+    char root[96];
+    snprintf(root, sizeof(root), "%s-iso", cg_root);
+    sbx_host_config_t hc = {.cgroup_root = root, .uid_base = UID_BASE + UID_COUNT / 2, .uid_count = UID_COUNT / 2,
+                            .spawner = true, .netns_ahead = 2, .cgroups_ahead = 2};
+    char log[] = "/var/tmp/hearth-test-spawner-XXXXXX";
+    int logfd = mkstemp(log);
+    REQUIRE(logfd >= 0, "mkstemp: %s", strerror(errno));
+    unlink(log);
+    int saved = dup(2);
+    fflush(stderr);
+    dup2(logfd, 2);
+    hearth_error_t err = {0};
+    sbx_host_t *sp = NULL;
+    int rc = sbx_host_open(&hc, &sp, &err);
+    sbx_t *first = NULL;
+    if (rc == 0)
+        rc = sbx_create(sp, &default_spec, &first, &err);
+    sbx_destroy(first);
+    dup2(saved, 2);
+    close(saved);
+    char said[1024];
+    ssize_t n = pread(logfd, said, sizeof(said) - 1, 0);
+    close(logfd);
+    said[n > 0 ? n : 0] = '\0';
+    if (rc < 0 && sp != NULL)
+        sbx_host_close(sp);
+    REQUIRE(rc == 0, "host with a spawner: %s", err.msg);
+    spawner_host = sp;
+    CHECK(strstr(said, "mount template") == NULL, "the spawner said: %s", said);
+}
+
+/* The isolation checks once more, through that spawner. */
+static void spawner_isolation(void)
+{
+    static const struct {
+        const char *name;
+        void (*fn)(void);
+    } tests[] = {
+        {"t_identity (spawner)", t_identity},         {"t_host_view (spawner)", t_host_view},
+        {"t_pid_namespace (spawner)", t_pid_namespace}, {"t_privileges (spawner)", t_privileges},
+        {"t_blocked_syscalls (spawner)", t_blocked_syscalls}, {"t_network (spawner)", t_network},
+        {"t_hostname (spawner)", t_hostname},         {"t_filesystems (spawner)", t_filesystems},
+        {"t_bind_mount (spawner)", t_bind_mount},     {"t_masked_paths (spawner)", t_masked_paths},
+        {"t_no_leaked_fds (spawner)", t_no_leaked_fds},
+    };
+    if (spawner_host == NULL)
+        return;
+    sbx_host_t *local = host;
+    host = spawner_host;
+    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
+        harness_run(tests[i].name, tests[i].fn);
+    sbx_host_close(spawner_host);
+    spawner_host = NULL;
+    host = local;
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1118,6 +1182,8 @@ int main(void)
     RUN(t_bad_specs);
     RUN(t_docker_seccomp);
     RUN(t_spawner);
+    RUN(t_mount_template);
+    spawner_isolation();
     RUN(t_leak_cycles);
 
     sbx_host_close(host);
