@@ -102,6 +102,7 @@ typedef struct hearth {
     hd_overhead_t *overheads; /* tear-down CPU to charge outside provider callbacks */
     hd_usage_t *usage, **usage_tail; /* usage not yet in the store */
     struct event *ev_usage;  /* its group commit, on the loop's next turn */
+    struct event *ev_ahead;  /* cgroups made ahead of need, after creations (start_create) */
     bool draining;           /* SIGTERM: no new calls, /readyz 503 */
     uint64_t started_ns;     /* monotonic start, for uptime */
     uint32_t connections;    /* open client connections */

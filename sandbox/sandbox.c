@@ -114,7 +114,7 @@ static void clean_stale(sbx_cgroups_t *cgs, bool exclusive)
 }
 
 static void discard(sbx_t *sb);
-static void cgroup_ahead(sbx_host_t *h);
+static bool cgroup_ahead(sbx_host_t *h);
 
 /* --- host ----------------------------------------------------------------- */
 
@@ -308,10 +308,10 @@ static int make_cgroup(sbx_t *sb, const sbx_spec_t *spec, hearth_error_t *err)
  * wants: creating a cgroup (a directory in each v1 hierarchy, a memory
  * cgroup above all) is the dearest step a creation's caller takes. A
  * failure here is not the caller's: the next creation makes its own. */
-static void cgroup_ahead(sbx_host_t *h)
+static bool cgroup_ahead(sbx_host_t *h)
 {
     if (h->n_cg_ready >= h->cg_ahead)
-        return;
+        return false;
     sbx_cgroup_t *cg = &h->cg_ready[h->n_cg_ready];
     sbx_cg_init(cg, &h->cgs);
     snprintf(cg->name, sizeof(cg->name), "sbx-%" PRIu64, h->next_id++);
@@ -320,9 +320,10 @@ static void cgroup_ahead(sbx_host_t *h)
         hearth_error_t ignore;
         h->cgs.ops->destroy(cg, &ignore);
         sbx_cg_close(cg);
-        return;
+        return false;
     }
     h->n_cg_ready++;
+    return true;
 }
 
 /* Undo prepare() for a sandbox whose init never came up. */
@@ -504,10 +505,12 @@ int sbx_create_async(sbx_host_t *h, const sbx_spec_t *in, uint64_t *ticket, hear
     sb->next = h->pending;
     h->pending = sb;
     *ticket = sb->ticket;
-    /* While the spawner clones, the next creation's cgroup: one per
-     * creation keeps each turn of the caller's loop short. */
-    cgroup_ahead(h);
     return 0;
+}
+
+bool sbx_host_make_ahead(sbx_host_t *h)
+{
+    return cgroup_ahead(h) && h->n_cg_ready < h->cg_ahead;
 }
 
 int sbx_host_fd(const sbx_host_t *h)

@@ -35,7 +35,8 @@ typedef struct sbx_host_config {
                                 one-shot run gains nothing from a thread started earlier: measured
                                 slower, see docs/benchmarks.md) */
     int cgroups_ahead;       /* with a spawner: empty cgroups kept made ahead of need (at most
-                                SBX_CG_AHEAD_MAX); a creation then only writes their limits */
+                                SBX_CG_AHEAD_MAX); a creation then only writes their limits.
+                                Made at open, then by sbx_host_make_ahead */
 } sbx_host_config_t;
 #define SBX_CG_AHEAD_MAX 16
 
@@ -116,6 +117,12 @@ int sbx_create(sbx_host_t *host, const sbx_spec_t *spec, sbx_t **out, hearth_err
 int sbx_create_async(sbx_host_t *host, const sbx_spec_t *spec, uint64_t *ticket, hearth_error_t *err);
 int sbx_host_fd(const sbx_host_t *host);
 int sbx_host_poll(sbx_host_t *host, sbx_t **out, uint64_t *ticket, hearth_error_t *err);
+/* Make one of the empty cgroups kept ahead of need (cgroups_ahead) if the
+ * host is short of them; true if it made one and is still short. A directory in each
+ * v1 hierarchy costs 0.1-0.3 ms: call it when nothing waits, not between
+ * sbx_create_async and the loop's return to poll (the spawner, woken on
+ * this CPU, would wait for it). */
+bool sbx_host_make_ahead(sbx_host_t *host);
 
 /* Start a process in the sandbox. The caller's fds are passed over, not
  * kept open by the sandbox after exec. One process at a time may be
