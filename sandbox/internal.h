@@ -78,6 +78,9 @@ typedef struct sbx_spawn_res {
 typedef struct sbx_netns_stock sbx_netns_stock_t;
 int sbx_netns_stock_start(int target, sbx_netns_stock_t **out, hearth_error_t *err);
 void sbx_netns_stock_stop(sbx_netns_stock_t *st);
+/* How many creations are under way: while any are, the stock makes only
+ * what one of them waits for, and refills once none is. */
+void sbx_netns_stock_busy(sbx_netns_stock_t *st, int under_way);
 /* One sandbox's namespace: promised from the stock (st may be NULL) if it
  * has one to spare, else made on a thread of its own. finish returns the
  * namespace's fd (waiting for it), or -1 with err filled; the job is freed. */

@@ -42,6 +42,7 @@ struct sbx_netns_stock {
     int n_ready;
     int reserved;          /* promised to creations that will take them */
     int target;            /* keep this many ready or promised-and-coming */
+    int busy;              /* creations under way in the spawner */
     bool making;           /* the thread is making one now */
     bool done;             /* the thread has ended (failed or stopped) */
     bool stop;
@@ -94,7 +95,11 @@ static void *stock_main(void *arg)
     sbx_netns_stock_t *st = arg;
     pthread_mutex_lock(&st->mu);
     for (;;) {
-        while (!st->stop && (st->n_ready - st->reserved >= st->target || st->n_ready == STOCK_MAX))
+        /* While creations are under way, only what they wait for: making
+         * one takes a CPU for 0.5 ms, and a child being set up would wait
+         * for it (2 CPUs here). */
+        while (!st->stop && (st->n_ready - st->reserved >= st->target || st->n_ready == STOCK_MAX ||
+                             (st->busy > 0 && st->n_ready > st->reserved)))
             pthread_cond_wait(&st->cv, &st->mu);
         if (st->stop)
             break;
@@ -160,6 +165,18 @@ void sbx_netns_stock_stop(sbx_netns_stock_t *st)
     pthread_cond_destroy(&st->cv);
     pthread_mutex_destroy(&st->mu);
     free(st);
+}
+
+void sbx_netns_stock_busy(sbx_netns_stock_t *st, int under_way)
+{
+    if (st == NULL)
+        return;
+    pthread_mutex_lock(&st->mu);
+    bool wake = st->busy > 0 && under_way == 0;
+    st->busy = under_way;
+    if (wake)
+        pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
 }
 
 /* Promise one of the stock's namespaces to a creation if one is there

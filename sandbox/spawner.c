@@ -250,13 +250,16 @@ __attribute__((noreturn)) static void spawner_main(int sock, int netns_ahead)
             ssize_t n = sbx_recv_msg(3, buf, SBX_MAX_MSG, fds, SBX_CG_MAX_HIER, &n_fds);
             if (n == 0 || (n < 0 && errno != EMSGSIZE))
                 _exit(0); /* the daemon is gone; PDEATHSIG takes the inits */
-            if (n > 0)
+            if (n > 0) {
+                sbx_netns_stock_busy(netns, n_fl + 1); /* before it takes one */
                 n_fl += start_one(3, buf, n, fds, n_fds, netns, mount_template, &fl[n_fl]);
-            else
+            } else {
                 reply(3, 0, 0, "spawner: request too large", NULL, 0);
+            }
             for (int i = 0; i < n_fds; i++)
                 close(fds[i]);
         }
+        sbx_netns_stock_busy(netns, n_fl);
     }
 }
 
