@@ -94,7 +94,7 @@ __attribute__((noreturn)) static void exec_child(init_state_t *st, volatile exec
     if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         goto fail;
     step = "seccomp";
-    if (sbx_seccomp_install(st->seccomp) < 0)
+    if (!st->seccomp->in_init && sbx_seccomp_install(st->seccomp) < 0)
         goto fail;
     step = "exec";
     /* execvpe searches the PATH of environ, not of envp: make them one
@@ -271,6 +271,11 @@ void sbx_init_main(int ctl, const sbx_seccomp_t *seccomp, uint32_t nofile)
 
     char ready = 'K';
     if (send(st.ctl, &ready, 1, MSG_NOSIGNAL) != 1)
+        _exit(1);
+    /* The filter for ourselves too, while our owner reads the 'K' and
+     * sends the first exec: nothing of the tenant's runs before it is in
+     * place, and a failure takes the sandbox down (fail closed). */
+    if (seccomp->in_init && sbx_seccomp_install(seccomp) < 0)
         _exit(1);
 
     for (;;) {

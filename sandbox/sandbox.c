@@ -219,6 +219,7 @@ static const sbx_seccomp_t *seccomp_for(sbx_host_t *h, const char *profile, hear
         hearth_error_wrap(err, "seccomp profile `%s`", profile);
         return NULL;
     }
+    e->sc->in_init = strcmp(profile, "default") == 0;
     e->next = h->seccomps;
     h->seccomps = e;
     return e->sc;

@@ -7,11 +7,16 @@
 #define HEARTH_SECCOMP_H
 
 #include <linux/filter.h>
+#include <stdbool.h>
 
 #include "../common/util.h"
 
 typedef struct sbx_seccomp {
     struct sock_fprog prog; /* ready for prctl(PR_SET_SECCOMP) / seccomp(2) */
+    bool in_init;           /* allows all a sandbox's init does once set up (the built-in profile):
+                               init installs it once and the processes it starts inherit it, instead
+                               of each installing it (0.15-0.4 ms: the kernel runs the program for
+                               every system call number to prepare its cache) */
 } sbx_seccomp_t;
 
 /* Compile the built-in profile (profile NULL or "default") or the JSON

@@ -135,13 +135,13 @@ static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, 
     }
     json_t *req = json_loadb(buf + 4, jlen, 0, NULL);
     sbx_spec_t spec = {0};
-    int uid = 0, into = 0, resolved = 0;
+    int uid = 0, into = 0, resolved = 0, sc_init = 0;
     json_int_t tmp = 0, nofile = 0, ticket = 0;
     json_t *mounts = NULL;
     if (req == NULL ||
-        json_unpack(req, "{s:I,s?:s,s:s,s:I,s:I,s:i,s:b,s:b,s:o}", "ticket", &ticket, "rootfs", &spec.rootfs,
+        json_unpack(req, "{s:I,s?:s,s:s,s:I,s:I,s:i,s:b,s:b,s:b,s:o}", "ticket", &ticket, "rootfs", &spec.rootfs,
                     "hostname", &spec.hostname, "tmp_bytes", &tmp, "nofile", &nofile, "uid", &uid, "into_cgroup",
-                    &into, "paths_resolved", &resolved, "mounts", &mounts) < 0 ||
+                    &into, "paths_resolved", &resolved, "seccomp_in_init", &sc_init, "mounts", &mounts) < 0 ||
         !json_is_array(mounts)) {
         json_decref(req);
         reply(sock, 0, 0, "spawner: malformed request", NULL, 0);
@@ -162,7 +162,8 @@ static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, 
     spec.n_mounts = nm;
     /* The BPF program follows the JSON; the child keeps its copy. */
     sbx_seccomp_t sc = {.prog = {.len = (unsigned short)(((size_t)n - 4 - jlen) / sizeof(struct sock_filter)),
-                                 .filter = (struct sock_filter *)(buf + 4 + jlen)}};
+                                 .filter = (struct sock_filter *)(buf + 4 + jlen)},
+                        .in_init = sc_init};
     sbx_spawn_req_t sreq = {.spec = &spec, .uid = (uid_t)uid, .seccomp = &sc, .into_cgroup = into, .netns = netns,
                             .mount_template = sbx_template_fits(&spec) ? mount_template : -1};
     for (int i = 0; i < n_fds && i < SBX_CG_MAX_HIER; i++)
@@ -304,10 +305,11 @@ int sbx_spawner_send(sbx_spawner_t *sp, uint64_t ticket, const sbx_spawn_req_t *
     for (size_t i = 0; mounts && i < spec->n_mounts; i++)
         json_array_append_new(mounts, json_pack("[ssb]", spec->mounts[i].source, spec->mounts[i].target,
                                                 (int)spec->mounts[i].readonly));
-    json_t *o = json_pack("{s:I,s:s*,s:s,s:I,s:I,s:i,s:b,s:b,s:o}", "ticket", (json_int_t)ticket, "rootfs",
+    json_t *o = json_pack("{s:I,s:s*,s:s,s:I,s:I,s:i,s:b,s:b,s:b,s:o}", "ticket", (json_int_t)ticket, "rootfs",
                           spec->rootfs, "hostname", spec->hostname, "tmp_bytes", (json_int_t)spec->tmp_bytes, "nofile",
                           (json_int_t)spec->nofile, "uid", (int)req->uid, "into_cgroup", (int)req->into_cgroup,
-                          "paths_resolved", (int)spec->paths_resolved, "mounts", mounts);
+                          "paths_resolved", (int)spec->paths_resolved, "seccomp_in_init", (int)req->seccomp->in_init,
+                          "mounts", mounts);
     cleanup_free char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (js == NULL)

@@ -344,6 +344,9 @@ static void t_host_view(void)
     CHECK(read_file_at(AT_FDCWD, path, buf, sizeof(buf)) > 0, "read init status");
     const char *u = strstr(buf, "\nUid:");
     CHECK(u && strtoul(u + 5, NULL, 10) == huid, "init's host uid is not %u", (unsigned)huid);
+    /* Under the built-in profile init holds the filter itself, once set
+     * up, and the processes it starts inherit it. */
+    CHECK(strstr(buf, "\nSeccomp:\t2\n") != NULL, "init is not under the built-in seccomp filter");
     CHECK(sbx_reset(sb, &err) == 0, "reset: %s", err.msg);
     sbx_destroy(sb);
 }
@@ -900,6 +903,12 @@ static void t_docker_seccomp(void)
                            "socket_vsock", "ioctl_tiocsti", "socket_inet", "clone_plain", NULL};
     CHECK(run_in(sb, a_status, 10000, &st, &err) == 0, "status: %s", err.msg);
     CHECK(run_in(sb, a_sys, 30000, &sc, &err) == 0, "syscalls: %s", err.msg);
+    /* A profile of the operator's may deny what init needs: each process
+     * installs it, and init runs without it. */
+    char path[64], buf[4096];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)sbx_init_pid(sb));
+    CHECK(read_file_at(AT_FDCWD, path, buf, sizeof(buf)) > 0 && strstr(buf, "\nSeccomp:\t0\n") != NULL,
+          "init is under the operator's profile");
     sbx_destroy(sb);
     CHECK(st.end.kind == SBX_END_EXIT && st.end.status == 0, "status end %s %d", end_kind_name(st.end.kind),
           st.end.status);
