@@ -207,12 +207,16 @@ static int kill_listed(int dirfd)
 static int v1_kill(sbx_cgroup_t *cg, hearth_error_t *err)
 {
     int fz = ctrl_fd(cg, "freezer");
+    /* Empty already (the caller killed init: sbx_kill): nothing to freeze. */
+    int n = kill_listed(fz);
+    if (n == 0)
+        return 0;
     /* Frozen tasks cannot fork, so one pass over cgroup.procs sees every
      * task; SIGKILL is delivered once they are thawed. A task in the middle
      * of fork when the freeze began is caught by the later passes. */
     if (freeze(fz, "FROZEN", cg->name, err) < 0)
         return -1;
-    int n = kill_listed(fz);
+    n = kill_listed(fz);
     if (freeze(fz, "THAWED", cg->name, err) < 0)
         return -1;
     if (n < 0)

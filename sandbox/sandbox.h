@@ -174,7 +174,9 @@ int sbx_reset(sbx_t *sb, hearth_error_t *err);
  * (non-blocking: wait for it to become writable). Nothing outside the
  * sandbox can reach either; the caller owns *fd. */
 int sbx_socket(sbx_t *sb, uint16_t port, bool connect, int *fd_out, hearth_error_t *err);
-/* Kill everything, init included, through the cgroup. */
+/* Kill everything: init, whose pid namespace goes with it, then through
+ * the cgroup whatever is left. Returns once nothing runs (the CPU figure
+ * is then final). */
 int sbx_kill(sbx_t *sb, hearth_error_t *err);
 /* Apply spec's memory, CPU and pids limits to a live sandbox (a
  * prewarmed generic one taken over by a function). The other fields of
