@@ -36,6 +36,16 @@ typedef struct hd_overhead {
     struct hd_overhead *next;
 } hd_overhead_t;
 
+/* A sandbox whose init was killed, torn down once it is gone (sandbox_free). */
+typedef struct hd_retiring {
+    struct hearth *hd;
+    sbx_t *sbx;
+    reg_function_t *fn;      /* a reference, or NULL (prewarm) */
+    uint64_t cpu_charged_ns; /* what was charged already */
+    struct event *ev;        /* init's end */
+    struct hd_retiring *prev, *next;
+} hd_retiring_t;
+
 /* Usage to add to the store at the next turn of the loop (hd_usage_flush). */
 typedef struct hd_usage {
     struct hd_usage *next;
@@ -103,6 +113,7 @@ typedef struct hearth {
     hd_usage_t *usage, **usage_tail; /* usage not yet in the store */
     struct event *ev_usage;  /* its group commit, on the loop's next turn */
     struct event *ev_ahead;  /* cgroups made ahead of need, after creations (start_create) */
+    hd_retiring_t *retiring; /* sandboxes being torn down */
     bool draining;           /* SIGTERM: no new calls, /readyz 503 */
     uint64_t started_ns;     /* monotonic start, for uptime */
     uint32_t connections;    /* open client connections */

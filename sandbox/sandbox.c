@@ -915,6 +915,14 @@ int sbx_socket(sbx_t *sb, uint16_t port, bool connect, int *fd_out, hearth_error
     return 0;
 }
 
+int sbx_kill_start(sbx_t *sb)
+{
+    sb->dead = true;
+    if (sb->pidfd < 0 || (syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0) < 0 && errno != ESRCH))
+        return -1;
+    return sb->pidfd;
+}
+
 int sbx_kill(sbx_t *sb, hearth_error_t *err)
 {
     sb->dead = true;

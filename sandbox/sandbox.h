@@ -178,6 +178,10 @@ int sbx_socket(sbx_t *sb, uint16_t port, bool connect, int *fd_out, hearth_error
  * the cgroup whatever is left. Returns once nothing runs (the CPU figure
  * is then final). */
 int sbx_kill(sbx_t *sb, hearth_error_t *err);
+/* The same without waiting, for event loops: kill init and return an fd
+ * that turns readable once it is gone, and with it every process of the
+ * sandbox (sbx_kill then returns at once), or -1 with nothing to wait for. */
+int sbx_kill_start(sbx_t *sb);
 /* Apply spec's memory, CPU and pids limits to a live sandbox (a
  * prewarmed generic one taken over by a function). The other fields of
  * spec are ignored: they were fixed at creation. */
