@@ -191,12 +191,11 @@ static hd_sandbox_t *sandbox_new(hearth_t *hd, uint64_t id, const reg_function_t
 /* The end of a sandbox whose processes are gone or being killed. */
 static void retire(hearth_t *hd, sbx_t *sbx, const reg_function_t *fn, uint64_t cpu_charged_ns)
 {
-    /* What the cgroup burnt since the last charge: tear-down, idle. */
-    sbx_usage_t u;
-    hearth_error_t err;
     /* Once nothing runs, the cgroup's CPU figure is final. What it burnt
      * since the last charge (idle, tear-down) is overhead, charged from
      * ev_deferred: we may be inside a provider callback. */
+    sbx_usage_t u;
+    hearth_error_t err;
     if (sbx_kill(sbx, &err) == 0 && sbx_usage(sbx, &u, &err) == 0 && u.cpu_ns > cpu_charged_ns && fn != NULL) {
         hd_overhead_t *o = malloc(sizeof(*o));
         if (o != NULL) {

@@ -925,16 +925,16 @@ int sbx_kill_start(sbx_t *sb)
 
 int sbx_kill(sbx_t *sb, hearth_error_t *err)
 {
-    sb->dead = true;
     /* Every process of the sandbox is in init's pid namespace, and init's
      * end takes that down: the kernel kills the others, forks racing with
      * it fail, and init's pidfd turns readable only once all of them are
      * reaped. Cheaper than the cgroup's kill on v1 (two freezer state
      * changes); the cgroup's kill is still the check that nothing is left
-     * (one read of cgroup.procs when nothing is), and the way when init
-     * is already gone. */
-    if (sb->pidfd >= 0 && syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0) == 0) {
-        struct pollfd p = {sb->pidfd, POLLIN, 0};
+     * (one read of cgroup.procs when nothing is), and the way when init's
+     * pidfd is gone. */
+    int fd = sbx_kill_start(sb);
+    if (fd >= 0) {
+        struct pollfd p = {fd, POLLIN, 0};
         while (poll(&p, 1, 5000) < 0 && errno == EINTR)
             ;
     }
