@@ -923,21 +923,27 @@ int sbx_kill_start(sbx_t *sb)
     return sb->pidfd;
 }
 
-int sbx_kill(sbx_t *sb, hearth_error_t *err)
+/* Kill init and wait (up to 5 s) until it is gone. Every process of the
+ * sandbox is in init's pid namespace, and init's end takes that down: the
+ * kernel kills the others, forks racing with it fail, and init's pidfd
+ * turns readable only once all of them are reaped. */
+static void end_init(sbx_t *sb)
 {
-    /* Every process of the sandbox is in init's pid namespace, and init's
-     * end takes that down: the kernel kills the others, forks racing with
-     * it fail, and init's pidfd turns readable only once all of them are
-     * reaped. Cheaper than the cgroup's kill on v1 (two freezer state
-     * changes); the cgroup's kill is still the check that nothing is left
-     * (one read of cgroup.procs when nothing is), and the way when init's
-     * pidfd is gone. */
     int fd = sbx_kill_start(sb);
     if (fd >= 0) {
         struct pollfd p = {fd, POLLIN, 0};
         while (poll(&p, 1, 5000) < 0 && errno == EINTR)
             ;
     }
+}
+
+int sbx_kill(sbx_t *sb, hearth_error_t *err)
+{
+    /* Init first: cheaper than the cgroup's kill on v1 (two freezer state
+     * changes). The cgroup's kill is still the check that nothing is left
+     * (one read of cgroup.procs when nothing is), and the way when init's
+     * pidfd is gone. */
+    end_init(sb);
     if (sb->host->cgs.ops->kill(&sb->cg, err) < 0)
         return hearth_error_wrap(err, "kill %s", sb->cg.name);
     return 0;
@@ -990,12 +996,9 @@ void sbx_destroy(sbx_t *sb)
     hearth_error_t err;
     if (sb->ctl >= 0)
         close(sb->ctl); /* init takes everything down when it sees EOF */
-    if (sb->pidfd >= 0) {
-        syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
-        struct pollfd p = {sb->pidfd, POLLIN, 0};
-        poll(&p, 1, 5000);
+    end_init(sb);
+    if (sb->pidfd >= 0)
         close(sb->pidfd);
-    }
     /* Without a spawner init is our own child: reap it. */
     if (h->spawner == NULL && sb->init_pid > 0)
         waitpid(sb->init_pid, NULL, 0);
