@@ -29,11 +29,22 @@ static void store_usage(hearth_t *hd, const reg_function_t *fn, const store_usag
         hearth_log(HEARTH_LOG_ERROR, "usage of %s/%s not stored: %s", fn->spec->tenant, fn->spec->name, err.msg);
 }
 
-/* Queue usage for the store (see hd_usage_flush). */
+/* Queue usage for the store (see hd_usage_flush): one pending record a
+ * function, which every charge until the flush adds to. */
 static void add_usage(hearth_t *hd, const reg_function_t *fn, const store_usage_t *delta)
 {
-    hd_usage_t *u = malloc(sizeof(*u));
-    if (u == NULL || hd->ev_usage == NULL) {
+    hd_usage_t *u = idmap_get(&hd->usage_by_fn, fn->id);
+    if (u != NULL) {
+        u->delta.cpu_ns_invocation += delta->cpu_ns_invocation;
+        u->delta.cpu_ns_overhead += delta->cpu_ns_overhead;
+        u->delta.memory_mb_ms += delta->memory_mb_ms;
+        u->delta.invocations += delta->invocations;
+        u->delta.errors += delta->errors;
+        u->delta.cold_starts += delta->cold_starts;
+        return;
+    }
+    u = malloc(sizeof(*u));
+    if (u == NULL || hd->ev_usage == NULL || idmap_put(&hd->usage_by_fn, fn->id, u) < 0) {
         free(u);
         store_usage(hd, fn, delta);
         return;
@@ -43,9 +54,8 @@ static void add_usage(hearth_t *hd, const reg_function_t *fn, const store_usage_
     u->delta = *delta;
     if (hd->usage == NULL) {
         hd->usage_tail = &hd->usage;
-        /* A timer due now fires after the I/O of the loop's next turn. */
-        struct timeval now = {0, 0};
-        event_add(hd->ev_usage, &now);
+        struct timeval later = {0, USAGE_FLUSH_US};
+        event_add(hd->ev_usage, &later);
     }
     *hd->usage_tail = u;
     hd->usage_tail = &u->next;
@@ -62,6 +72,7 @@ void hd_usage_flush(hearth_t *hd)
     while (hd->usage != NULL) {
         hd_usage_t *u = hd->usage;
         hd->usage = u->next;
+        idmap_del(&hd->usage_by_fn, u->fn->id);
         store_usage(hd, u->fn, &u->delta);
         reg_function_unref(u->fn);
         free(u);
@@ -1015,7 +1026,8 @@ int hd_init(hearth_t *hd, hearth_error_t *err)
     if (hd->host_netns < 0)
         return hearth_error_sys(err, "open /proc/thread-self/ns/net");
     if (idmap_init(&hd->sandboxes, 64) < 0 || idmap_init(&hd->tickets, 64) < 0 ||
-        idmap_init(&hd->invocations, 256) < 0 || idmap_init(&hd->start_errors, 16) < 0)
+        idmap_init(&hd->invocations, 256) < 0 || idmap_init(&hd->start_errors, 16) < 0 ||
+        idmap_init(&hd->usage_by_fn, 16) < 0)
         return hearth_error_set(err, ENOMEM, "maps");
     if (register_metrics(hd, err) < 0)
         return hearth_error_wrap(err, "metrics");
@@ -1123,6 +1135,7 @@ void hd_shutdown(hearth_t *hd)
         event_free(hd->ev_usage);
         hd->ev_usage = NULL;
     }
+    idmap_free(&hd->usage_by_fn);
     metrics_free(hd->met.m);
     while (hd->overheads != NULL) {
         hd_overhead_t *o = hd->overheads;

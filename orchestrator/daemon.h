@@ -46,7 +46,8 @@ typedef struct hd_retiring {
     struct hd_retiring *prev, *next;
 } hd_retiring_t;
 
-/* Usage to add to the store at the next turn of the loop (hd_usage_flush). */
+/* Usage to add to the store (hd_usage_flush): a function's charges since
+ * the last flush, summed. */
 typedef struct hd_usage {
     struct hd_usage *next;
     const reg_function_t *fn; /* a reference */
@@ -111,7 +112,8 @@ typedef struct hearth {
     hd_inv_t *deferred_inv;  /* invocations to finish outside provider callbacks */
     hd_overhead_t *overheads; /* tear-down CPU to charge outside provider callbacks */
     hd_usage_t *usage, **usage_tail; /* usage not yet in the store */
-    struct event *ev_usage;  /* its group commit, on the loop's next turn */
+    idmap_t usage_by_fn;     /* function id → its record in that list */
+    struct event *ev_usage;  /* its group commit, USAGE_FLUSH_US after the first charge */
     struct event *ev_ahead;  /* cgroups made ahead of need, after creations (start_create) */
     hd_retiring_t *retiring; /* sandboxes being torn down */
     bool draining;           /* SIGTERM: no new calls, /readyz 503 */
@@ -205,8 +207,10 @@ struct hd_http {
 int hd_init(hearth_t *hd, hearth_error_t *err);   /* scheduler, provider, maps, events */
 void hd_shutdown(hearth_t *hd);
 /* Write the usage not yet in the store, in one transaction. Usage is
- * stored on the loop's next turn, after the answers of this one have
- * gone out; whoever reads the store's usage flushes first. */
+ * stored at most USAGE_FLUSH_US after it was charged, long after the
+ * answers that charged it went out, one transaction for every call of that
+ * window; whoever reads the store's usage flushes first. */
+#define USAGE_FLUSH_US 10000
 void hd_usage_flush(hearth_t *hd);
 /* Put a function (new or new version) and its tenant into the scheduler. */
 int hd_sched_function(hearth_t *hd, const reg_function_t *fn, hearth_error_t *err);
