@@ -30,6 +30,8 @@ typedef struct api_conn {
     uint64_t accepted_ns;          /* 0: over max_connections, end at once */
     bool served;                   /* a request reached a handler */
     struct evhttp_request *pending; /* the request being answered */
+    enum { PEER_UNKNOWN, PEER_NONE, PEER_UID } peer; /* the Unix-socket peer's uid, read once */
+    uid_t peer_uid;
 } api_conn_t;
 
 
@@ -237,14 +239,17 @@ static const auth_tenant_t *caller_of(hearth_t *hd, struct evhttp_request *req, 
             return NULL;
         return auth_by_token(hd->auth, tok, len);
     }
-    if (c != NULL && is_unix(c)) {
-        uid_t uid;
-        pid_t pid;
+    if (c == NULL)
+        return NULL;
+    if (c->peer == PEER_UNKNOWN) {
+        /* SO_PEERCRED is the peer as it connected: the same for every
+         * request on the connection. */
         hearth_error_t err;
-        if (auth_peer_uid((int)bufferevent_getfd(c->bev), &uid, &pid, &err) == 0)
-            return auth_by_uid(hd->auth, uid);
+        c->peer = is_unix(c) && auth_peer_uid((int)bufferevent_getfd(c->bev), &c->peer_uid, NULL, &err) == 0
+                      ? PEER_UID
+                      : PEER_NONE;
     }
-    return NULL;
+    return c->peer == PEER_UID ? auth_by_uid(hd->auth, c->peer_uid) : NULL;
 }
 
 /* --- routes -------------------------------------------------------------------- */
