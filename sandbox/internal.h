@@ -145,6 +145,9 @@ void sbx_spawner_stop(sbx_spawner_t *sp);
 
 /* SCM_RIGHTS helpers (fds may be NULL/0). Return bytes or -1/errno. */
 ssize_t sbx_send_msg(int sock, const void *buf, size_t len, const int *fds, int n_fds);
+/* recv / recvmsg past EINTR, and past the ECONNRESET of a peer that exited
+ * with our messages unread: what it sent before is still read. */
+ssize_t sbx_recv(int sock, void *buf, size_t len, int flags);
 ssize_t sbx_recv_msg(int sock, void *buf, size_t len, int *fds, int max_fds, int *n_fds);
 
 #endif

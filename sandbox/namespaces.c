@@ -331,10 +331,7 @@ int sbx_template_open(int *fd_out, hearth_error_t *err)
     }
     close(sv[1]);
     char msg[sizeof(err->msg) + 1];
-    ssize_t n;
-    do
-        n = recv(sv[0], msg, sizeof(msg) - 1, 0);
-    while (n < 0 && errno == EINTR);
+    ssize_t n = sbx_recv(sv[0], msg, sizeof(msg) - 1, 0);
     int rc = 0;
     if (n == 1 && msg[0] == 'T') {
         char path[64];
@@ -380,10 +377,7 @@ static int setup_root_from(int template_fd, const sbx_spec_t *spec, hearth_error
 static int wait_byte(int sync, char want, hearth_error_t *err)
 {
     char c;
-    ssize_t n;
-    do
-        n = recv(sync, &c, 1, 0);
-    while (n < 0 && errno == EINTR);
+    ssize_t n = sbx_recv(sync, &c, 1, 0);
     if (n != 1 || c != want)
         return hearth_error_set(err, n < 0 ? errno : 0, "parent went away during set-up");
     return 0;
@@ -573,7 +567,7 @@ int sbx_spawn_release(sbx_spawning_t *sp, const int *cg_fds, int n_cg_fds, heart
         hearth_error_sys(err, "hand the namespaces to sandbox init");
         /* Most likely the child failed first: its reason is better. */
         char msg[sizeof(err->msg) + 1];
-        ssize_t m = recv(sp->sock, msg, sizeof(msg) - 1, MSG_DONTWAIT);
+        ssize_t m = sbx_recv(sp->sock, msg, sizeof(msg) - 1, MSG_DONTWAIT);
         if (m > 1 && msg[0] == 'E') {
             msg[m] = '\0';
             hearth_error_set(err, 0, "%s", msg + 1);
@@ -607,10 +601,7 @@ void sbx_spawn_abort(sbx_spawning_t *sp)
 int sbx_spawn_advance(sbx_spawning_t *sp, sbx_spawn_res_t *res, hearth_error_t *err)
 {
     char msg[sizeof(err->msg) + 1];
-    ssize_t n;
-    do
-        n = recv(sp->sock, msg, sizeof(msg) - 1, 0);
-    while (n < 0 && errno == EINTR);
+    ssize_t n = sbx_recv(sp->sock, msg, sizeof(msg) - 1, 0);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return 0;
     if (n == 1 && msg[0] == 'U') {

@@ -623,9 +623,7 @@ static int pump(sbx_t *sb, bool block)
         n = sbx_recv_msg(sb->ctl, &m, sizeof(m), &fd, 1, &n_fds);
     } else {
         /* Only sbx_socket's answer carries an fd, and it reads blocking. */
-        do
-            n = recv(sb->ctl, &m, sizeof(m), MSG_DONTWAIT);
-        while (n < 0 && errno == EINTR);
+        n = sbx_recv(sb->ctl, &m, sizeof(m), MSG_DONTWAIT);
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return 0;

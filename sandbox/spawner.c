@@ -69,15 +69,39 @@ ssize_t sbx_send_msg(int sock, const void *buf, size_t len, const int *fds, int 
     return send_msg(sock, buf, len, fds, n_fds, 0);
 }
 
+/* A peer that exits with messages of ours unread makes our next receive
+ * fail once with ECONNRESET, although what it sent before is still queued
+ * (a child's report of why it failed): receive again then. */
+static bool retry_recv(bool *reset)
+{
+    if (errno == EINTR)
+        return true;
+    if (errno != ECONNRESET || *reset)
+        return false;
+    *reset = true;
+    return true;
+}
+
+ssize_t sbx_recv(int sock, void *buf, size_t len, int flags)
+{
+    ssize_t n;
+    bool reset = false;
+    do
+        n = recv(sock, buf, len, flags);
+    while (n < 0 && retry_recv(&reset));
+    return n;
+}
+
 ssize_t sbx_recv_msg(int sock, void *buf, size_t len, int *fds, int max_fds, int *n_fds)
 {
     struct iovec iov = {.iov_base = buf, .iov_len = len};
     char ctrl[CMSG_SPACE(sizeof(int) * 8)];
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl, .msg_controllen = sizeof(ctrl)};
     ssize_t n;
+    bool reset = false;
     do
         n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
+    while (n < 0 && retry_recv(&reset));
     *n_fds = 0;
     if (n < 0)
         return -1;
