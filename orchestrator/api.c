@@ -37,6 +37,23 @@ typedef struct api_conn {
 
 /* --- replies ----------------------------------------------------------------- */
 
+void hd_send_reply(struct evhttp_request *req, int code, const char *reason, struct evbuffer *body)
+{
+    /* Taken first: without a connection evhttp frees req at once. */
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    evhttp_send_reply(req, code, reason, body);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd < 0)
+        return;
+    /* A socket bufferevent keeps its output's start frozen, and unfreezes
+     * it around its own writes. What cannot go now goes as before. */
+    struct evbuffer *out = bufferevent_get_output(bev);
+    evbuffer_unfreeze(out, 1);
+    evbuffer_write(out, fd);
+    evbuffer_freeze(out, 1);
+}
+
 static void reply_json(struct evhttp_request *req, int code, const char *reason, json_t *body)
 {
     struct evbuffer *buf = evbuffer_new();
@@ -46,7 +63,7 @@ static void reply_json(struct evhttp_request *req, int code, const char *reason,
         evbuffer_add(buf, "\n", 1);
     }
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-    evhttp_send_reply(req, code, reason, buf);
+    hd_send_reply(req, code, reason, buf);
     free(text);
     json_decref(body);
     if (buf != NULL)
@@ -145,14 +162,14 @@ void api_respond_invocation(hd_inv_t *inv)
         evhttp_add_header(h, kv->key, kv->value);
         if (evhttp_find_header(h, "Content-Type") == NULL && evbuffer_get_length(inv->output) > 0)
             evhttp_add_header(h, "Content-Type", "application/octet-stream");
-        evhttp_send_reply(req, inv->http->status, inv->http->reason[0] ? inv->http->reason : NULL, inv->output);
+        hd_send_reply(req, inv->http->status, inv->http->reason[0] ? inv->http->reason : NULL, inv->output);
         return;
     }
     json_t *log = json_stringn_nocheck(inv->log_tail, inv->log_len);
     switch (inv->outcome) {
     case HD_OUT_OK:
         evhttp_add_header(h, "Content-Type", "application/octet-stream");
-        evhttp_send_reply(req, 200, "OK", inv->output);
+        hd_send_reply(req, 200, "OK", inv->output);
         json_decref(log);
         return;
     case HD_OUT_FAILED:
@@ -663,7 +680,7 @@ static void route(struct evhttp_request *req, void *arg)
             reply_error(req, 500, "internal", "metrics");
         } else {
             evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", METRICS_CONTENT_TYPE);
-            evhttp_send_reply(req, 200, "OK", buf);
+            hd_send_reply(req, 200, "OK", buf);
         }
         if (buf)
             evbuffer_free(buf);
@@ -779,7 +796,7 @@ static void route(struct evhttp_request *req, void *arg)
             if (reg_delete(hd->reg, caller, owner, name, &err) < 0)
                 reply_err(req, &err);
             else
-                evhttp_send_reply(req, 204, "No Content", NULL);
+                hd_send_reply(req, 204, "No Content", NULL);
         } else {
             reply_error(req, 405, "method_not_allowed", "use GET, PUT or DELETE");
         }

@@ -42,7 +42,7 @@ static void on_durable(jnl_ticket_t *t, void *arg)
         struct evbuffer *buf = evbuffer_new();
         if (buf != NULL && text != NULL)
             evbuffer_add_printf(buf, "%s\n", text);
-        evhttp_send_reply(req, 202, "Accepted", buf);
+        hd_send_reply(req, 202, "Accepted", buf);
         if (buf)
             evbuffer_free(buf);
         free(text);
@@ -59,7 +59,7 @@ static void on_durable(jnl_ticket_t *t, void *arg)
             evbuffer_add_printf(buf, "%s\n", text);
         evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "5");
-        evhttp_send_reply(req, 503, "Service Unavailable", buf);
+        hd_send_reply(req, 503, "Service Unavailable", buf);
         if (buf)
             evbuffer_free(buf);
         free(text);

@@ -36,7 +36,7 @@ static void reply(struct evhttp_request *req, int code, const char *type, json_t
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     if (buf != NULL && text != NULL)
         evbuffer_add(buf, text, strlen(text));
-    evhttp_send_reply(req, code, code == 200 ? "OK" : code == 202 ? "Accepted" : code == 204 ? "No Content" : "Error",
+    hd_send_reply(req, code, code == 200 ? "OK" : code == 202 ? "Accepted" : code == 204 ? "No Content" : "Error",
                       buf);
     free(text);
     json_decref(body);
@@ -67,11 +67,11 @@ void lambda_respond(hd_inv_t *inv)
     }
     if (inv->outcome == HD_OUT_OK) {
         evhttp_add_header(h, "Content-Type", "application/json");
-        evhttp_send_reply(req, 200, "OK", inv->output);
+        hd_send_reply(req, 200, "OK", inv->output);
         return;
     }
     if (inv->outcome == HD_OUT_CANCELLED) {
-        evhttp_send_reply(req, 499, "Client Closed Request", NULL);
+        hd_send_reply(req, 499, "Client Closed Request", NULL);
         return;
     }
     /* Lambda answers a function's failure with 200 and says so in a header. */
@@ -89,7 +89,7 @@ void lambda_respond(hd_inv_t *inv)
     struct evbuffer *buf = evbuffer_new();
     if (buf != NULL && text != NULL)
         evbuffer_add(buf, text, strlen(text));
-    evhttp_send_reply(req, 200, "OK", buf);
+    hd_send_reply(req, 200, "OK", buf);
     free(text);
     json_decref(body);
     if (buf)

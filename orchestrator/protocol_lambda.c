@@ -132,7 +132,7 @@ static void reply_status(struct evhttp_request *req, int code, const char *reaso
     if (buf != NULL)
         evbuffer_add_printf(buf, "%s\n", json);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-    evhttp_send_reply(req, code, reason, buf);
+    hd_send_reply(req, code, reason, buf);
     if (buf)
         evbuffer_free(buf);
 }
@@ -180,7 +180,7 @@ static void deliver(hd_runtime_t *rt, lambda_call_t *c)
              inv->id + 16);
     evhttp_add_header(h, "Lambda-Runtime-Trace-Id", v);
     evhttp_add_header(h, "Content-Type", "application/json");
-    evhttp_send_reply(req, 200, "OK", inv->payload);
+    hd_send_reply(req, 200, "OK", inv->payload);
 }
 
 static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
