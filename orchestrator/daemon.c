@@ -33,6 +33,10 @@ static void store_usage(hearth_t *hd, const reg_function_t *fn, const store_usag
  * function, which every charge until the flush adds to. */
 static void add_usage(hearth_t *hd, const reg_function_t *fn, const store_usage_t *delta)
 {
+    if (hd->ev_usage == NULL) { /* not started, or shut down */
+        store_usage(hd, fn, delta);
+        return;
+    }
     hd_usage_t *u = idmap_get(&hd->usage_by_fn, fn->id);
     if (u != NULL) {
         u->delta.cpu_ns_invocation += delta->cpu_ns_invocation;
@@ -44,7 +48,7 @@ static void add_usage(hearth_t *hd, const reg_function_t *fn, const store_usage_
         return;
     }
     u = malloc(sizeof(*u));
-    if (u == NULL || hd->ev_usage == NULL || idmap_put(&hd->usage_by_fn, fn->id, u) < 0) {
+    if (u == NULL || idmap_put(&hd->usage_by_fn, fn->id, u) < 0) {
         free(u);
         store_usage(hd, fn, delta);
         return;

@@ -37,7 +37,7 @@ static void reply(struct evhttp_request *req, int code, const char *type, json_t
     if (buf != NULL && text != NULL)
         evbuffer_add(buf, text, strlen(text));
     hd_send_reply(req, code, code == 200 ? "OK" : code == 202 ? "Accepted" : code == 204 ? "No Content" : "Error",
-                      buf);
+                  buf);
     free(text);
     json_decref(body);
     if (buf)
