@@ -13,55 +13,55 @@
 static const char report[] = "Eopen /x: Too many levels of symbolic links";
 #define REPORT_LEN ((ssize_t)sizeof(report) - 1)
 
-/* A child that reads nothing, waits until we have sent it a message, then
- * reports and exits: the kernel marks our end ECONNRESET because our
- * message died unread, while the report is still queued. */
-static pid_t failing_child(int sv[2])
+/* Our end of a socket whose peer, a child, waited until we had sent it a
+ * message, then reported and exited without reading it: the kernel marks
+ * our end ECONNRESET because our message died unread, while the report is
+ * still queued. -1 if that could not be set up. */
+static int reset_with_report(void)
 {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0)
+        return -1;
     pid_t pid = fork();
     if (pid == 0) {
         close(sv[0]);
         char c;
-        /* Our parent's message arrives; we never read it. */
         while (recv(sv[1], &c, 1, MSG_PEEK) != 1)
             ;
         (void)!send(sv[1], report, (size_t)REPORT_LEN, MSG_NOSIGNAL);
         _exit(1);
     }
     close(sv[1]);
-    return pid;
+    if (pid < 0 || sbx_send_msg(sv[0], "N", 1, NULL, 0) != 1) {
+        close(sv[0]);
+        return -1;
+    }
+    waitpid(pid, NULL, 0);
+    return sv[0];
 }
 
 static void t_report_after_reset(void)
 {
-    int sv[2];
-    REQUIRE(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0, "socketpair: %s", strerror(errno));
-    pid_t pid = failing_child(sv);
-    REQUIRE(pid > 0, "fork: %s", strerror(errno));
-    CHECK(sbx_send_msg(sv[0], "N", 1, NULL, 0) == 1, "send: %s", strerror(errno));
-    waitpid(pid, NULL, 0);
+    int fd = reset_with_report();
+    REQUIRE(fd >= 0, "socketpair, fork or send: %s", strerror(errno));
     char buf[128];
-    ssize_t n = sbx_recv(sv[0], buf, sizeof(buf) - 1, 0);
+    ssize_t n = sbx_recv(fd, buf, sizeof(buf) - 1, 0);
     CHECK(n == REPORT_LEN && memcmp(buf, report, (size_t)REPORT_LEN) == 0, "recv after the child's exit: %zd (%s)", n,
           n < 0 ? strerror(errno) : "short");
-    CHECK(sbx_recv(sv[0], buf, sizeof(buf), 0) == 0, "then end of file");
-    close(sv[0]);
+    CHECK(sbx_recv(fd, buf, sizeof(buf), 0) == 0, "then end of file");
+    close(fd);
 }
 
 static void t_report_after_reset_msg(void)
 {
-    int sv[2];
-    REQUIRE(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0, "socketpair: %s", strerror(errno));
-    pid_t pid = failing_child(sv);
-    REQUIRE(pid > 0, "fork: %s", strerror(errno));
-    CHECK(sbx_send_msg(sv[0], "N", 1, NULL, 0) == 1, "send: %s", strerror(errno));
-    waitpid(pid, NULL, 0);
+    int fd = reset_with_report();
+    REQUIRE(fd >= 0, "socketpair, fork or send: %s", strerror(errno));
     char buf[128];
     int fds[2], n_fds = -1;
-    ssize_t n = sbx_recv_msg(sv[0], buf, sizeof(buf) - 1, fds, 2, &n_fds);
+    ssize_t n = sbx_recv_msg(fd, buf, sizeof(buf) - 1, fds, 2, &n_fds);
     CHECK(n == REPORT_LEN && n_fds == 0 && memcmp(buf, report, (size_t)REPORT_LEN) == 0,
           "recvmsg after the child's exit: %zd (%s)", n, n < 0 ? strerror(errno) : "short");
-    close(sv[0]);
+    close(fd);
 }
 
 /* Without a report the peer's end is still an end: nothing is invented. */
