@@ -303,16 +303,18 @@ void async_started(hearth_t *hd, hd_inv_t *inv);
 void async_finished(hearth_t *hd, hd_inv_t *inv, const char *rejected);
 void async_metrics(hearth_t *hd);
 
+/* reply.c: evhttp_send_reply, and the reply written to the socket now
+ * rather than when the loop next finds the socket writable: one loop turn
+ * less before the client has it. evhttp still finishes the request on that
+ * turn (its write callback runs once the output is empty, whoever emptied
+ * it). Every reply of hearthd's goes through it. */
+void hd_send_reply(struct evhttp_request *req, int code, const char *reason, struct evbuffer *body);
+
 /* api.c */
 int api_start(hearth_t *hd, hearth_error_t *err);
 void api_stop_listening(hearth_t *hd);
 void api_free(hearth_t *hd);
 void api_respond_invocation(hd_inv_t *inv);
-/* evhttp_send_reply, and the reply written to the socket now rather than
- * when the loop next finds the socket writable: one loop turn less before
- * the client has it. evhttp still finishes the request on that turn (its
- * write callback runs once the output is empty, whoever emptied it). */
-void hd_send_reply(struct evhttp_request *req, int code, const char *reason, struct evbuffer *body);
 /* lambda.c: the Lambda-compatible invoke endpoint (POST /2015-03-31/functions/{name}/invocations). */
 void lambda_invoke(hearth_t *hd, struct evhttp_request *req, const char *name);
 void lambda_respond(hd_inv_t *inv);

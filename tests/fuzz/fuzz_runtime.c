@@ -19,7 +19,7 @@
  *            the runtime could not be started
  * After each record the event loop runs until it is quiet. Invocation ids
  * are 32 hex digits counting from 00000000000000000000000000000001. */
-// fuzz-sources: common/*.c orchestrator/process_env.c
+// fuzz-sources: common/*.c orchestrator/process_env.c orchestrator/reply.c
 #include "orchestrator/protocol_lambda.c"
 
 #include <signal.h>
