@@ -246,8 +246,9 @@ static void stdio_on_event(proto_call_t *pc, const sbx_event_t *ev)
         c->end = ev->end;
         c->ended = true;
         /* Leftovers (double-forked children) die now, and with them the
-         * last writers of our pipes. */
-        kill_processes(c);
+         * last writers of our pipes; init says when there are none. */
+        if (!ev->end.alone)
+            kill_processes(c);
         break;
     case SBX_EV_DIED:
         c->end = ev->end;

@@ -34,24 +34,41 @@ typedef struct init_state {
     char *buf;                  /* one control message */
 } init_state_t;
 
-static void send_end(init_state_t *st, pid_t pid, int status)
+/* Forget a process we started; false if it is not one of them. */
+static bool untrack(init_state_t *st, pid_t pid)
 {
     for (int i = 0; i < st->n_tracked; i++) {
-        if (st->tracked[i] != pid)
-            continue;
-        st->tracked[i] = st->tracked[--st->n_tracked];
-        struct sbx_msg_end m = {.type = SBX_MSG_END, .pid = pid, .status = status};
-        (void)!send(st->ctl, &m, sizeof(m), MSG_NOSIGNAL);
-        return;
+        if (st->tracked[i] == pid) {
+            st->tracked[i] = st->tracked[--st->n_tracked];
+            return true;
+        }
     }
+    return false;
 }
 
+static void send_end(init_state_t *st, pid_t pid, int status, bool alone)
+{
+    struct sbx_msg_end m = {.type = SBX_MSG_END, .pid = pid, .status = status, .alone = alone};
+    (void)!send(st->ctl, &m, sizeof(m), MSG_NOSIGNAL);
+}
+
+/* Every zombie, then the ENDs of the processes we started among them,
+ * saying whether anything but us is left: nothing is when we have no
+ * child, since every orphan of our pid namespace becomes ours. */
 static void reap(init_state_t *st)
 {
-    int status;
+    pid_t pids[MAX_TRACKED];
+    int statuses[MAX_TRACKED], n = 0, status;
     pid_t pid;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-        send_end(st, pid, status);
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0 || (pid < 0 && errno == EINTR)) {
+        if (pid > 0 && untrack(st, pid)) {
+            pids[n] = pid;
+            statuses[n++] = status;
+        }
+    }
+    bool alone = pid < 0 && errno == ECHILD;
+    for (int i = 0; i < n; i++)
+        send_end(st, pids[i], statuses[i], alone);
 }
 
 static void send_started(init_state_t *st, pid_t pid, int err, const char *what)
@@ -231,8 +248,8 @@ static void handle_reset(init_state_t *st)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, 0)) > 0 || (pid < 0 && errno == EINTR))
-        if (pid > 0)
-            send_end(st, pid, status);
+        if (pid > 0 && untrack(st, pid))
+            send_end(st, pid, status, false);
     char done = SBX_MSG_RESET_DONE;
     (void)!send(st->ctl, &done, 1, MSG_NOSIGNAL);
 }

@@ -44,6 +44,7 @@ struct sbx_msg_end {
     char type;
     int32_t pid;
     int32_t status; /* as from waitpid */
+    bool alone;     /* init had no other process left once this one was reaped */
 };
 
 #define SBX_MAX_MSG (256 * 1024)

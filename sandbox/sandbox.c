@@ -643,6 +643,7 @@ static int pump(sbx_t *sb, bool block)
     if (m.type == SBX_MSG_END && (size_t)n >= sizeof(m.e)) {
         ev.kind = SBX_EV_END;
         ev.pid = ev.end.pid = m.e.pid;
+        ev.end.alone = m.e.alone;
         if (WIFEXITED(m.e.status)) {
             ev.end.kind = SBX_END_EXIT;
             ev.end.status = WEXITSTATUS(m.e.status);

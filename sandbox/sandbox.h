@@ -84,6 +84,8 @@ typedef struct sbx_end {
     sbx_end_kind_t kind;
     int status;              /* exit code or signal number */
     pid_t pid;               /* pid inside the sandbox */
+    bool alone;              /* END: nothing but init was left in the sandbox then (every other
+                                process it ever had had ended): no reset needed */
 } sbx_end_t;
 
 typedef struct sbx_usage {

@@ -700,6 +700,25 @@ static void t_reset_keeps_sandbox(void)
     sbx_destroy(sb);
 }
 
+/* An END says whether the process left anything behind: hearthd resets a
+ * warm sandbox only when it did. */
+static void t_end_alone(void)
+{
+    sbx_t *sb = create(&default_spec);
+    REQUIRE(sb, "create");
+    hearth_error_t err = {0};
+    run_t r;
+    const char *st[] = {probe, "exit", "0", NULL};
+    CHECK(run_in(sb, st, 10000, &r, &err) == 0 && r.end.kind == SBX_END_EXIT, "exit: %s", err.msg);
+    CHECK(r.end.alone, "a process that started nothing: END not alone");
+    const char *bg[] = {"/bin/sh", "-c", "sleep 30 & exit 0", NULL};
+    CHECK(run_in(sb, bg, 10000, &r, &err) == 0 && r.end.kind == SBX_END_EXIT, "sh: %s", err.msg);
+    CHECK(!r.end.alone, "a shell that left `sleep 30` running: END says alone");
+    CHECK(sbx_reset(sb, &err) == 0, "reset: %s", err.msg);
+    CHECK(run_in(sb, st, 10000, &r, &err) == 0 && r.end.alone, "after the reset: END not alone (%s)", err.msg);
+    sbx_destroy(sb);
+}
+
 static void t_warm_sandbox(void)
 {
     sbx_t *sb = create(&default_spec);
@@ -1185,6 +1204,7 @@ int main(void)
     RUN(t_timeout);
     RUN(t_cpu_accounting);
     RUN(t_reset_keeps_sandbox);
+    RUN(t_end_alone);
     RUN(t_warm_sandbox);
     RUN(t_exec_errors);
     RUN(t_exec_path_from_envp);
