@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 static inline uint32_t slot_of(const idmap_t *m, uint64_t key)
 {
@@ -102,6 +103,13 @@ void *idmap_del(idmap_t *m, uint64_t key)
     m->vals[hole] = NULL;
     m->n--;
     return val;
+}
+
+void idmap_clear(idmap_t *m)
+{
+    if (m->n > 0)
+        memset(m->vals, 0, m->cap * sizeof(*m->vals));
+    m->n = 0;
 }
 
 bool idmap_next(const idmap_t *m, uint32_t *pos, void **val)

@@ -18,6 +18,7 @@ void idmap_free(idmap_t *m);
 void *idmap_get(const idmap_t *m, uint64_t key);
 int idmap_put(idmap_t *m, uint64_t key, void *val); /* -1 on ENOMEM; key must be absent */
 void *idmap_del(idmap_t *m, uint64_t key);
+void idmap_clear(idmap_t *m); /* forget every entry, keep the capacity */
 /* Iterate: for (uint32_t i = 0; idmap_next(m, &i, &v);) */
 bool idmap_next(const idmap_t *m, uint32_t *pos, void **val);
 

@@ -37,7 +37,7 @@ static void add_usage(hearth_t *hd, const reg_function_t *fn, const store_usage_
         store_usage(hd, fn, delta);
         return;
     }
-    hd_usage_t *u = idmap_get(&hd->usage_by_fn, fn->id);
+    hd_usage_t *u = idmap_get(&hd->usage, fn->id);
     if (u != NULL) {
         u->delta.cpu_ns_invocation += delta->cpu_ns_invocation;
         u->delta.cpu_ns_overhead += delta->cpu_ns_overhead;
@@ -47,40 +47,37 @@ static void add_usage(hearth_t *hd, const reg_function_t *fn, const store_usage_
         u->delta.cold_starts += delta->cold_starts;
         return;
     }
+    bool first = hd->usage.n == 0;
     u = malloc(sizeof(*u));
-    if (u == NULL || idmap_put(&hd->usage_by_fn, fn->id, u) < 0) {
+    if (u == NULL || idmap_put(&hd->usage, fn->id, u) < 0) {
         free(u);
         store_usage(hd, fn, delta);
         return;
     }
-    u->next = NULL;
     u->fn = reg_function_ref(fn);
     u->delta = *delta;
-    if (hd->usage == NULL) {
-        hd->usage_tail = &hd->usage;
+    if (first) {
         struct timeval later = {0, USAGE_FLUSH_US};
         event_add(hd->ev_usage, &later);
     }
-    *hd->usage_tail = u;
-    hd->usage_tail = &u->next;
 }
 
 void hd_usage_flush(hearth_t *hd)
 {
-    if (hd->usage == NULL)
+    if (hd->usage.n == 0)
         return;
     hearth_error_t err = {0};
     bool tx = store_begin(hd->store, &err) == 0;
     if (!tx)
         hearth_log(HEARTH_LOG_ERROR, "usage: %s", err.msg);
-    while (hd->usage != NULL) {
-        hd_usage_t *u = hd->usage;
-        hd->usage = u->next;
-        idmap_del(&hd->usage_by_fn, u->fn->id);
+    void *v;
+    for (uint32_t pos = 0; idmap_next(&hd->usage, &pos, &v);) {
+        hd_usage_t *u = v;
         store_usage(hd, u->fn, &u->delta);
         reg_function_unref(u->fn);
         free(u);
     }
+    idmap_clear(&hd->usage);
     if (tx && store_commit(hd->store, &err) < 0) {
         hearth_log(HEARTH_LOG_ERROR, "usage not stored: %s", err.msg);
         store_rollback(hd->store);
@@ -1031,7 +1028,7 @@ int hd_init(hearth_t *hd, hearth_error_t *err)
         return hearth_error_sys(err, "open /proc/thread-self/ns/net");
     if (idmap_init(&hd->sandboxes, 64) < 0 || idmap_init(&hd->tickets, 64) < 0 ||
         idmap_init(&hd->invocations, 256) < 0 || idmap_init(&hd->start_errors, 16) < 0 ||
-        idmap_init(&hd->usage_by_fn, 16) < 0)
+        idmap_init(&hd->usage, 16) < 0)
         return hearth_error_set(err, ENOMEM, "maps");
     if (register_metrics(hd, err) < 0)
         return hearth_error_wrap(err, "metrics");
@@ -1139,7 +1136,7 @@ void hd_shutdown(hearth_t *hd)
         event_free(hd->ev_usage);
         hd->ev_usage = NULL;
     }
-    idmap_free(&hd->usage_by_fn);
+    idmap_free(&hd->usage);
     metrics_free(hd->met.m);
     while (hd->overheads != NULL) {
         hd_overhead_t *o = hd->overheads;

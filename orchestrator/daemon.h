@@ -49,7 +49,6 @@ typedef struct hd_retiring {
 /* Usage to add to the store (hd_usage_flush): a function's charges since
  * the last flush, summed. */
 typedef struct hd_usage {
-    struct hd_usage *next;
     const reg_function_t *fn; /* a reference */
     store_usage_t delta;
 } hd_usage_t;
@@ -111,8 +110,7 @@ typedef struct hearth {
     hd_sandbox_t *deferred;  /* sandboxes with a report to make (via ->deferred_next) */
     hd_inv_t *deferred_inv;  /* invocations to finish outside provider callbacks */
     hd_overhead_t *overheads; /* tear-down CPU to charge outside provider callbacks */
-    hd_usage_t *usage, **usage_tail; /* usage not yet in the store */
-    idmap_t usage_by_fn;     /* function id → its record in that list */
+    idmap_t usage;           /* function id → its hd_usage_t: usage not yet in the store */
     struct event *ev_usage;  /* its group commit, USAGE_FLUSH_US after the first charge */
     struct event *ev_ahead;  /* cgroups made ahead of need, after creations (start_create) */
     hd_retiring_t *retiring; /* sandboxes being torn down */
