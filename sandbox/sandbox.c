@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -40,6 +41,7 @@ struct sbx_host {
     sbx_t *live;                /* every sandbox not yet destroyed */
     sbx_t *pending;             /* asked of the spawner, not yet answered (via ->next) */
     bool shared_root;           /* see sbx_host_config_t */
+    int root_lock;              /* the root ours alone: flock'ed directory of it, else -1 */
     char *seccomp_cache;        /* see sbx_host_config_t */
 };
 
@@ -116,6 +118,24 @@ static void clean_stale(sbx_cgroups_t *cgs, bool exclusive)
 static void discard(sbx_t *sb);
 static bool cgroup_ahead(sbx_host_t *h);
 
+static int lock_root(sbx_host_t *h, const char *root, hearth_error_t *err)
+{
+    h->root_lock = openat(h->cgs.hier_dirfd[0], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (h->root_lock < 0)
+        return hearth_error_sys(err, "open %s", h->cgs.hier_path[0]);
+    if (flock(h->root_lock, LOCK_EX | LOCK_NB) == 0)
+        return 0;
+    if (errno == EWOULDBLOCK)
+        hearth_error_set(err, EBUSY,
+                         "cgroup root `%s` is in use by another hearthd: give each daemon its own cgroup_root",
+                         root);
+    else
+        hearth_error_sys(err, "lock %s", h->cgs.hier_path[0]);
+    close(h->root_lock);
+    h->root_lock = -1;
+    return -1;
+}
+
 /* --- host ----------------------------------------------------------------- */
 
 int sbx_host_open(const sbx_host_config_t *cfg, sbx_host_t **out, hearth_error_t *err)
@@ -133,6 +153,7 @@ int sbx_host_open(const sbx_host_config_t *cfg, sbx_host_t **out, hearth_error_t
         return hearth_error_set(err, ENOMEM, "sandbox host");
     }
     h->next_id = 1;
+    h->root_lock = -1;
     /* Processes sharing a root also share the uid range: start each one's
      * search somewhere else. */
     if (cfg->shared_root)
@@ -145,6 +166,14 @@ int sbx_host_open(const sbx_host_config_t *cfg, sbx_host_t **out, hearth_error_t
     }
     h->cg_open = true;
     h->shared_root = cfg->shared_root;
+    /* Before anything of the root is cleaned: a second daemon on the same
+     * root would take the first one's sandboxes for a dead predecessor's
+     * and destroy them. The lock goes with the open file: a killed
+     * daemon's is released with it (its spawner closes the copy). */
+    if (!cfg->shared_root && lock_root(h, root, err) < 0) {
+        sbx_host_close(h);
+        return -1;
+    }
     if (cfg->seccomp_cache != NULL && (h->seccomp_cache = strdup(cfg->seccomp_cache)) == NULL) {
         sbx_host_close(h);
         return hearth_error_set(err, ENOMEM, "sandbox host");
@@ -187,8 +216,11 @@ void sbx_host_close(sbx_host_t *h)
         free(e->profile);
         free(e);
     }
+    /* The root is removed only by the one daemon it belongs to. */
     if (h->cg_open)
-        h->cgs.ops->close_root(&h->cgs, !h->shared_root);
+        h->cgs.ops->close_root(&h->cgs, h->root_lock >= 0);
+    if (h->root_lock >= 0)
+        close(h->root_lock);
     free(h->uid_used);
     free(h->seccomp_cache);
     free(h);

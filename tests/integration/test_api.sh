@@ -136,6 +136,21 @@ check "PUT a new function: 201" '[ "$CODE" = 201 ] && [ "$(jbody "d[\"version\"]
 for _ in $(seq 1 50); do [ "$(fn_status "$V1" f4 "f['sandboxes']['idle']")" = 1 ] && break; sleep 0.1; done
 check "min_warm 1: one sandbox prewarmed at deploy" '[ "$(fn_status "$V1" f4 "f[\"sandboxes\"][\"idle\"]")" = 1 ]' \
     "$(cat "$WORK/status.json")"
+
+# A second hearthd on the same cgroup root (its own state_dir, socket and port) is refused before it
+# touches the root: the first one's sandbox cgroups are all still there.
+sbx_cgroups() { ls -d /sys/fs/cgroup/*/"$CGROOT"/sbx-* /sys/fs/cgroup/"$CGROOT"/sbx-* 2>/dev/null | sort; }
+before=$(sbx_cgroups)
+sed -e "s#$SOCK#$WORK/run/third.sock#; s#127.0.0.1:$PORT#127.0.0.1:$(free_port)#; s#$WORK/state#$WORK/state3#" \
+    "$WORK/hearthd.json" >"$WORK/third.json"
+timeout 30 "$HB/hearthd" --config "$WORK/third.json" >"$WORK/third.log" 2>&1
+rc=$?
+check "a second hearthd on the same cgroup_root exits 1, saying the root is in use" \
+    '[ "$rc" = 1 ] && grep -q "cgroup root \`$CGROOT\` is in use by another hearthd" "$WORK/third.log"' \
+    "exit $rc: $(tail -c 300 "$WORK/third.log")"
+check "... and leaves the first one's sandboxes alone" \
+    '[ -n "$before" ] && [ "$(sbx_cgroups)" = "$before" ] &&
+     [ "$(fn_status "$V1" f4 "f[\"sandboxes\"][\"idle\"]")" = 1 ]' "before: $before; after: $(sbx_cgroups)"
 (
     while [ ! -e "$WORK/burst/done" ]; do
         metrics | awk '/^hearth_sandboxes\{/ && /function="f4"/ { s += $NF } END { print s + 0 }' >>"$WORK/burst/samples"
