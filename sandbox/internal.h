@@ -61,6 +61,8 @@ typedef struct sbx_spawn_req {
                                   n_cg_fds fds come with sbx_spawn_release (cg_fds unused) */
     struct sbx_netns_stock *netns; /* network namespaces made ahead, or NULL */
     int mount_template;        /* the mount template (sbx_template_open) for a spec it fits, or -1 */
+    const int *changed_signals; /* the only signals (0-terminated) whose disposition the creator
+                                   changed from the default, or NULL: not known, reset every one */
 } sbx_spawn_req_t;
 
 typedef struct sbx_spawn_res {

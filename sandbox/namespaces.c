@@ -419,11 +419,17 @@ __attribute__((noreturn)) static void child_main(const sbx_spawn_req_t *req, int
     hearth_error_t err = {0};
     const sbx_spec_t *spec = req->spec;
 
-    /* Whatever our creator ignored or blocked, init and the processes it
-     * starts begin from the defaults. */
-    for (int sig = 1; sig < NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
-            signal(sig, SIG_DFL);
+    /* Whatever our creator ignored, caught or blocked, init and the
+     * processes it starts begin from the defaults: a system call for each
+     * signal, unless the creator said which few it changed (the spawner). */
+    if (req->changed_signals != NULL) {
+        for (const int *sig = req->changed_signals; *sig; sig++)
+            signal(*sig, SIG_DFL);
+    } else {
+        for (int sig = 1; sig < NSIG; sig++)
+            if (sig != SIGKILL && sig != SIGSTOP)
+                signal(sig, SIG_DFL);
+    }
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);

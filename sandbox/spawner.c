@@ -147,6 +147,9 @@ static void reply(int sock, uint64_t ticket, pid_t pid, const char *error, const
     json_decref(o);
 }
 
+/* Every disposition of ours that is not the default. */
+static const int spawner_ignored[] = {SIGCHLD, SIGPIPE, SIGINT, SIGTERM, SIGHUP, 0};
+
 /* Decode a request and clone its init; 1 if it is now in flight. */
 static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, sbx_netns_stock_t *netns,
                      int mount_template, inflight_t *slot)
@@ -189,7 +192,8 @@ static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, 
                                  .filter = (struct sock_filter *)(buf + 4 + jlen)},
                         .in_init = sc_init};
     sbx_spawn_req_t sreq = {.spec = &spec, .uid = (uid_t)uid, .seccomp = &sc, .into_cgroup = into, .netns = netns,
-                            .mount_template = sbx_template_fits(&spec) ? mount_template : -1};
+                            .mount_template = sbx_template_fits(&spec) ? mount_template : -1,
+                            .changed_signals = spawner_ignored};
     for (int i = 0; i < n_fds && i < SBX_CG_MAX_HIER; i++)
         sreq.cg_fds[sreq.n_cg_fds++] = fds[i];
     int started = 0;
@@ -211,14 +215,16 @@ __attribute__((noreturn)) static void spawner_main(int sock, int netns_ahead)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     prctl(PR_SET_NAME, "hearth-spawner");
-    /* Inits are reaped by the kernel; their owners watch pidfds. */
-    signal(SIGCHLD, SIG_IGN);
-    signal(SIGPIPE, SIG_IGN);
-    /* A Ctrl-C or `pkill hearthd` reaches us too: the daemon drains on it
-     * and needs us meanwhile. We go when it goes (PDEATHSIG, or EOF). */
-    signal(SIGINT, SIG_IGN);
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
+    /* From the defaults (whatever the daemon's starter ignored included),
+     * so that each init has only spawner_ignored to undo. Inits are reaped
+     * by the kernel; their owners watch pidfds. A Ctrl-C or `pkill hearthd`
+     * reaches us too: the daemon drains on it and needs us meanwhile. We go
+     * when it goes (PDEATHSIG, or EOF). */
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            signal(sig, SIG_DFL);
+    for (const int *sig = spawner_ignored; *sig; sig++)
+        signal(*sig, SIG_IGN);
     if (sock != 3 && dup3(sock, 3, O_CLOEXEC) < 0)
         _exit(1);
     syscall(SYS_close_range, 4, ~0U, 0);

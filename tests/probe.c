@@ -138,7 +138,7 @@ static ssize_t read_small(const char *path, char *buf, size_t cap)
 static void status_fields(void)
 {
     static const char *const want[] = {"Uid", "Gid", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
-                                       "NoNewPrivs", "Seccomp", NULL};
+                                       "NoNewPrivs", "Seccomp", "SigBlk", "SigIgn", NULL};
     char buf[8192];
     if (read_small("/proc/self/status", buf, sizeof(buf)) < 0) {
         kv("status_error", "%s", errname(errno));

@@ -379,7 +379,19 @@ static void t_pid_namespace(void)
 static void t_privileges(void)
 {
     run_t r;
-    REQUIRE(probe_once(&default_spec, "status", NULL, &r) == 0, "probe status");
+    /* Created from a process that ignores SIGUSR1 and blocks SIGUSR2. */
+    struct sigaction ign = {.sa_handler = SIG_IGN}, old_usr1;
+    sigaction(SIGUSR1, &ign, &old_usr1);
+    sigset_t usr2, old_mask;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &usr2, &old_mask);
+    int rc = probe_once(&default_spec, "status", NULL, &r);
+    sigaction(SIGUSR1, &old_usr1, NULL);
+    sigprocmask(SIG_SETMASK, &old_mask, NULL);
+    REQUIRE(rc == 0, "probe status");
+    CHECK(val_is(&r, "SigIgn", "0000000000000000") && val_is(&r, "SigBlk", "0000000000000000"),
+          "a signal ignored or blocked: SigIgn=%s SigBlk=%s", SHOW(val(&r, "SigIgn")), SHOW(val(&r, "SigBlk")));
     static const char *const zero_caps[] = {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"};
     for (size_t i = 0; i < sizeof(zero_caps) / sizeof(zero_caps[0]); i++)
         CHECK(val_is(&r, zero_caps[i], "0000000000000000"), "%s=%s", zero_caps[i], SHOW(val(&r, zero_caps[i])));
@@ -957,7 +969,18 @@ static void t_spawner(void)
                             .spawner = true, .netns_ahead = 2, .cgroups_ahead = 2};
     sbx_host_t *h = NULL;
     hearth_error_t err = {0};
-    REQUIRE(sbx_host_open(&hc, &h, &err) == 0, "host with spawner: %s", err.msg);
+    /* The spawner is forked from us: a signal we ignore or block must not
+     * reach the sandbox's processes that way. */
+    struct sigaction ign = {.sa_handler = SIG_IGN}, old_usr1;
+    sigaction(SIGUSR1, &ign, &old_usr1);
+    sigset_t usr2, old_mask;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &usr2, &old_mask);
+    int open_rc = sbx_host_open(&hc, &h, &err);
+    sigaction(SIGUSR1, &old_usr1, NULL);
+    sigprocmask(SIG_SETMASK, &old_mask, NULL);
+    REQUIRE(open_rc == 0, "host with spawner: %s", err.msg);
     sbx_t *sb = NULL;
     if (sbx_create(h, &default_spec, &sb, &err) < 0) {
         CHECK(0, "create through the spawner: %s", err.msg);
@@ -970,6 +993,9 @@ static void t_spawner(void)
     CHECK(val_is(&r, "uid", "0") && val_is(&r, "CapEff", "0000000000000000") && val_is(&r, "Seccomp", "2") &&
               val_is(&r, "pids", "2") && val_is(&r, "netifs", "lo"),
           "status through the spawner:\n%s", r.out);
+    CHECK(val_is(&r, "SigIgn", "0000000000000000") && val_is(&r, "SigBlk", "0000000000000000"),
+          "no signal ignored or blocked through the spawner (SIGUSR1 ignored, SIGUSR2 blocked by its creator):\n%s",
+          r.out);
     uid_t huid = sbx_host_uid(sb);
     sbx_destroy(sb);
 
