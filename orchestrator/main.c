@@ -197,6 +197,9 @@ int main(int argc, char **argv)
         .netns_ahead = 4,
         /* Likewise their cgroups, made while the spawner clones. */
         .cgroups_ahead = 4,
+        /* And on v1 the clone itself: a cold start begins with its init
+         * already forked. */
+        .inits_ahead = true,
     };
     if (sbx_host_open(&hc, &hd.host, &err) < 0) {
         hearth_log(HEARTH_LOG_ERROR, "sandboxes: %s", err.msg);

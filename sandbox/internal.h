@@ -112,6 +112,21 @@ int sbx_spawn_release(sbx_spawning_t *sp, const int *cg_fds, int n_cg_fds, heart
  * 0: still in progress; 1: ready, res filled; -1: failed, child gone. */
 int sbx_spawn_advance(sbx_spawning_t *sp, sbx_spawn_res_t *res, hearth_error_t *err);
 void sbx_spawn_abort(sbx_spawning_t *sp);
+/* A child cloned ahead of any request, in new pid, uts and ipc
+ * namespaces, waiting for one (namespaces.c explains). Only for requests
+ * whose cgroups the child joins (not into_cgroup). It closes every fd but
+ * stdio, its socket and keep_fd (-1: none), and runs decode on the request
+ * handed to it: 0 with req filled, or -1 with err. */
+typedef int (*sbx_ahead_decode_fn)(char *msg, size_t len, int n_cg_fds, sbx_spawn_req_t *req, hearth_error_t *err);
+int sbx_spawn_ahead(const int *changed_signals, sbx_ahead_decode_fn decode, int keep_fd, sbx_spawning_t *ahead,
+                    hearth_error_t *err);
+/* Hand a child cloned ahead its request (msg/len, which it decodes) and
+ * move it into *sp (*ahead is emptied: pid 0, fds -1). On failure the
+ * child is gone and nothing started: clone one with sbx_spawn_begin. */
+int sbx_spawn_give(sbx_spawning_t *ahead, int n_cg_fds, const void *msg, size_t len, sbx_spawning_t *sp,
+                   hearth_error_t *err);
+/* Then the rest of sbx_spawn_begin for it (req as the child decoded it). */
+int sbx_spawn_begin_given(const sbx_spawn_req_t *req, sbx_spawning_t *sp, hearth_error_t *err);
 /* begin + advance until done. */
 int sbx_spawn_local(const sbx_spawn_req_t *req, sbx_spawn_res_t *res, hearth_error_t *err);
 /* The mount template: a mount namespace holding the common part of every
@@ -131,8 +146,10 @@ int sbx_caps_drop_all(hearth_error_t *err);
 /* spawner.c: requests carry a ticket; answers come back, possibly out of
  * order, with theirs. */
 typedef struct sbx_spawner sbx_spawner_t;
-/* netns_ahead: network namespaces the spawner keeps ready. */
-int sbx_spawner_start(int netns_ahead, sbx_spawner_t **out, hearth_error_t *err);
+/* netns_ahead: network namespaces the spawner keeps ready. inits_ahead:
+ * keep a child cloned ahead (sbx_spawn_ahead) for requests that are not
+ * into_cgroup. */
+int sbx_spawner_start(int netns_ahead, bool inits_ahead, sbx_spawner_t **out, hearth_error_t *err);
 int sbx_spawner_fd(const sbx_spawner_t *sp);
 /* Never blocks: what the socket has no room for is kept, in order, until
  * sbx_spawner_flush sends it (call it whenever answers are read: while

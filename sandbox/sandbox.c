@@ -62,6 +62,8 @@ struct sbx {
     bool died_reported;         /* the DIED event was queued */
     bool reset_done;            /* init answered the last reset */
     bool socket_done;           /* init answered the last sbx_socket */
+    bool late_failed;           /* asked of the spawner, then failed here: reported with its answer, */
+    hearth_error_t late_error;  /* for this reason */
     int socket_fd;              /* its fd, or -1 */
     int socket_err;             /* its errno */
     sbx_t *prev, *next;         /* host->live */
@@ -181,7 +183,9 @@ int sbx_host_open(const sbx_host_config_t *cfg, sbx_host_t **out, hearth_error_t
     clean_stale(&h->cgs, !cfg->shared_root);
     if (cfg->spawner)
         h->cg_ahead = cfg->cgroups_ahead < SBX_CG_AHEAD_MAX ? cfg->cgroups_ahead : SBX_CG_AHEAD_MAX;
-    if (cfg->spawner && sbx_spawner_start(cfg->netns_ahead, &h->spawner, err) < 0) {
+    /* A child cloned ahead cannot be born into its cgroup (v2's clone3). */
+    if (cfg->spawner &&
+        sbx_spawner_start(cfg->netns_ahead, cfg->inits_ahead && !h->cgs.ops->clone_into, &h->spawner, err) < 0) {
         sbx_host_close(h);
         return -1;
     }
@@ -513,19 +517,10 @@ int sbx_create_async(sbx_host_t *h, const sbx_spec_t *in, uint64_t *ticket, hear
     sbx_t *sb;
     if (prepare(h, in, &sb, &spec, &sc, err) < 0)
         return -1;
-    int rc;
-    if (h->n_cg_ready > 0) {
-        /* Made ahead: only its limits are left to write. */
+    bool made_ahead = h->n_cg_ready > 0;
+    if (made_ahead) {
         sb->cg = h->cg_ready[--h->n_cg_ready];
-        sbx_cgroup_limits_t lim;
-        limits_of(&spec, &lim);
-        rc = h->cgs.ops->set_limits(&sb->cg, &lim, err);
-        if (rc < 0)
-            hearth_error_wrap(err, "cgroup %s", sb->cg.name);
-    } else {
-        rc = make_cgroup(sb, &spec, err);
-    }
-    if (rc < 0) {
+    } else if (make_cgroup(sb, &spec, err) < 0) {
         discard(sb);
         return -1;
     }
@@ -538,6 +533,18 @@ int sbx_create_async(sbx_host_t *h, const sbx_spec_t *in, uint64_t *ticket, hear
     sb->next = h->pending;
     h->pending = sb;
     *ticket = sb->ticket;
+    /* A cgroup made ahead has only its limits left to write: written now,
+     * while the spawner starts the sandbox. They are in force before the
+     * function's first instruction all the same: that waits for the
+     * sandbox to be answered ready, which sbx_host_poll does after this. */
+    if (made_ahead) {
+        sbx_cgroup_limits_t lim;
+        limits_of(&spec, &lim);
+        if (h->cgs.ops->set_limits(&sb->cg, &lim, &sb->late_error) < 0) {
+            hearth_error_wrap(&sb->late_error, "cgroup %s", sb->cg.name);
+            sb->late_failed = true;
+        }
+    }
     return 0;
 }
 
@@ -590,6 +597,12 @@ int sbx_host_poll(sbx_host_t *h, sbx_t **out, uint64_t *ticket, hearth_error_t *
         return 1;
     }
     go_live(sb, &res);
+    if (sb->late_failed) {
+        *err = sb->late_error;
+        sbx_destroy(sb);
+        *out = NULL;
+        return 1;
+    }
     *out = sb;
     return 1;
 }

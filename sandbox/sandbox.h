@@ -37,6 +37,10 @@ typedef struct sbx_host_config {
     int cgroups_ahead;       /* with a spawner: empty cgroups kept made ahead of need (at most
                                 SBX_CG_AHEAD_MAX); a creation then only writes their limits.
                                 Made at open, then by sbx_host_make_ahead */
+    bool inits_ahead;        /* with a spawner: keep a sandbox init cloned ahead of need (new pid, uts
+                                and ipc namespaces, waiting for its spec), so that a creation starts
+                                without the clone. v1 only: on v2 clone3 puts each init into its
+                                cgroup at birth, which needs the cgroup first */
 } sbx_host_config_t;
 #define SBX_CG_AHEAD_MAX 16
 

@@ -130,6 +130,7 @@ ssize_t sbx_recv_msg(int sock, void *buf, size_t len, int *fds, int max_fds, int
 /* --- the spawner process ------------------------------------------------ */
 
 #define MAX_INFLIGHT 64
+#define AHEAD_IDLE_MS 5 /* idle this long, clone a child ahead */
 
 typedef struct inflight {
     uint64_t ticket;
@@ -149,69 +150,112 @@ static void reply(int sock, uint64_t ticket, pid_t pid, const char *error, const
 
 /* Every disposition of ours that is not the default. */
 static const int spawner_ignored[] = {SIGCHLD, SIGPIPE, SIGINT, SIGTERM, SIGHUP, 0};
+/* The mount template (sbx_template_open), or -1. */
+static int spawner_template = -1;
 
-/* Decode a request and clone its init; 1 if it is now in flight. */
-static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, sbx_netns_stock_t *netns,
-                     int mount_template, inflight_t *slot)
+/* A request, decoded; req points into it. */
+typedef struct decoded {
+    json_t *json;
+    sbx_spec_t spec;
+    sbx_mount_t *mounts;
+    sbx_seccomp_t sc;
+    uint64_t ticket;
+} decoded_t;
+
+static void decoded_free(decoded_t *d)
 {
-    hearth_error_t err = {0};
+    free(d->mounts);
+    json_decref(d->json);
+}
+
+/* buf stays in use: the BPF program is read where it lies. */
+static int decode(char *buf, size_t n, int n_cg_fds, decoded_t *d, sbx_spawn_req_t *req, hearth_error_t *err)
+{
+    *d = (decoded_t){0};
     uint32_t jlen;
-    if (n < 4 || (memcpy(&jlen, buf, 4), jlen > (size_t)n - 4)) {
-        reply(sock, 0, 0, "spawner: malformed request", NULL, 0);
-        return 0;
-    }
-    json_t *req = json_loadb(buf + 4, jlen, 0, NULL);
-    sbx_spec_t spec = {0};
+    if (n < 4 || (memcpy(&jlen, buf, 4), jlen > n - 4))
+        return hearth_error_set(err, EINVAL, "spawner: malformed request");
+    d->json = json_loadb(buf + 4, jlen, 0, NULL);
     int uid = 0, into = 0, resolved = 0, sc_init = 0;
     json_int_t tmp = 0, nofile = 0, ticket = 0;
     json_t *mounts = NULL;
-    if (req == NULL ||
-        json_unpack(req, "{s:I,s?:s,s:s,s:I,s:I,s:i,s:b,s:b,s:b,s:o}", "ticket", &ticket, "rootfs", &spec.rootfs,
-                    "hostname", &spec.hostname, "tmp_bytes", &tmp, "nofile", &nofile, "uid", &uid, "into_cgroup",
-                    &into, "paths_resolved", &resolved, "seccomp_in_init", &sc_init, "mounts", &mounts) < 0 ||
-        !json_is_array(mounts)) {
-        json_decref(req);
-        reply(sock, 0, 0, "spawner: malformed request", NULL, 0);
+    if (d->json == NULL ||
+        json_unpack(d->json, "{s:I,s?:s,s:s,s:I,s:I,s:i,s:b,s:b,s:b,s:o}", "ticket", &ticket, "rootfs",
+                    &d->spec.rootfs, "hostname", &d->spec.hostname, "tmp_bytes", &tmp, "nofile", &nofile, "uid", &uid,
+                    "into_cgroup", &into, "paths_resolved", &resolved, "seccomp_in_init", &sc_init, "mounts",
+                    &mounts) < 0 ||
+        !json_is_array(mounts))
+        return hearth_error_set(err, EINVAL, "spawner: malformed request");
+    d->ticket = (uint64_t)ticket;
+    size_t nm = json_array_size(mounts);
+    d->mounts = calloc(nm ? nm : 1, sizeof(*d->mounts));
+    if (d->mounts == NULL)
+        return hearth_error_set(err, ENOMEM, "spawner: out of memory");
+    for (size_t i = 0; i < nm; i++) {
+        int ro = 0;
+        if (json_unpack(json_array_get(mounts, i), "[ssb]", &d->mounts[i].source, &d->mounts[i].target, &ro) < 0)
+            d->mounts[i].source = d->mounts[i].target = "";
+        d->mounts[i].readonly = ro;
+    }
+    d->spec.tmp_bytes = (uint64_t)tmp;
+    d->spec.paths_resolved = resolved;
+    d->spec.nofile = (uint32_t)nofile;
+    d->spec.mounts = d->mounts;
+    d->spec.n_mounts = nm;
+    /* The BPF program follows the JSON; the child keeps its copy. */
+    d->sc = (sbx_seccomp_t){.prog = {.len = (unsigned short)((n - 4 - jlen) / sizeof(struct sock_filter)),
+                                     .filter = (struct sock_filter *)(buf + 4 + jlen)},
+                            .in_init = sc_init};
+    *req = (sbx_spawn_req_t){.spec = &d->spec, .uid = (uid_t)uid, .seccomp = &d->sc, .into_cgroup = into,
+                             .n_cg_fds = n_cg_fds < SBX_CG_MAX_HIER ? n_cg_fds : SBX_CG_MAX_HIER,
+                             .mount_template = sbx_template_fits(&d->spec) ? spawner_template : -1,
+                             .changed_signals = spawner_ignored};
+    return 0;
+}
+
+/* A child cloned ahead decodes its request itself, and keeps it. */
+static int decode_in_child(char *msg, size_t len, int n_cg_fds, sbx_spawn_req_t *req, hearth_error_t *err)
+{
+    static decoded_t d;
+    return decode(msg, len, n_cg_fds, &d, req, err);
+}
+
+/* Decode a request and start its init: on the child cloned ahead if
+ * there is one and the request fits it, else on a fresh clone. 1 if it
+ * is now in flight. */
+static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, sbx_netns_stock_t *netns,
+                     sbx_spawning_t *ahead, inflight_t *slot)
+{
+    hearth_error_t err = {0};
+    decoded_t d;
+    sbx_spawn_req_t sreq;
+    int started = 0;
+    if (decode(buf, (size_t)n, n_fds, &d, &sreq, &err) < 0) {
+        reply(sock, d.ticket, 0, err.msg, NULL, 0);
+        decoded_free(&d);
         return 0;
     }
-    size_t nm = json_array_size(mounts);
-    sbx_mount_t *m = calloc(nm ? nm : 1, sizeof(*m));
-    for (size_t i = 0; m != NULL && i < nm; i++) {
-        int ro = 0;
-        if (json_unpack(json_array_get(mounts, i), "[ssb]", &m[i].source, &m[i].target, &ro) < 0)
-            m[i].source = m[i].target = "";
-        m[i].readonly = ro;
-    }
-    spec.tmp_bytes = (uint64_t)tmp;
-    spec.paths_resolved = resolved;
-    spec.nofile = (uint32_t)nofile;
-    spec.mounts = m;
-    spec.n_mounts = nm;
-    /* The BPF program follows the JSON; the child keeps its copy. */
-    sbx_seccomp_t sc = {.prog = {.len = (unsigned short)(((size_t)n - 4 - jlen) / sizeof(struct sock_filter)),
-                                 .filter = (struct sock_filter *)(buf + 4 + jlen)},
-                        .in_init = sc_init};
-    sbx_spawn_req_t sreq = {.spec = &spec, .uid = (uid_t)uid, .seccomp = &sc, .into_cgroup = into, .netns = netns,
-                            .mount_template = sbx_template_fits(&spec) ? mount_template : -1,
-                            .changed_signals = spawner_ignored};
-    for (int i = 0; i < n_fds && i < SBX_CG_MAX_HIER; i++)
-        sreq.cg_fds[sreq.n_cg_fds++] = fds[i];
-    int started = 0;
-    if (m == NULL) {
-        reply(sock, (uint64_t)ticket, 0, "spawner: out of memory", NULL, 0);
-    } else if (sbx_spawn_begin(&sreq, &slot->sp, &err) < 0) {
-        reply(sock, (uint64_t)ticket, 0, err.msg, NULL, 0);
+    sreq.netns = netns;
+    for (int i = 0; i < sreq.n_cg_fds; i++)
+        sreq.cg_fds[i] = fds[i];
+    int rc;
+    if (ahead->pid > 0 && !sreq.into_cgroup &&
+        sbx_spawn_give(ahead, sreq.n_cg_fds, buf, (size_t)n, &slot->sp, &err) == 0)
+        rc = sbx_spawn_begin_given(&sreq, &slot->sp, &err);
+    else
+        rc = sbx_spawn_begin(&sreq, &slot->sp, &err);
+    if (rc < 0) {
+        reply(sock, d.ticket, 0, err.msg, NULL, 0);
     } else {
-        slot->ticket = (uint64_t)ticket;
+        slot->ticket = d.ticket;
         fcntl(slot->sp.sock, F_SETFL, O_NONBLOCK);
         started = 1;
     }
-    free(m);
-    json_decref(req);
+    decoded_free(&d);
     return started;
 }
 
-__attribute__((noreturn)) static void spawner_main(int sock, int netns_ahead)
+__attribute__((noreturn)) static void spawner_main(int sock, int netns_ahead, bool inits_ahead)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     prctl(PR_SET_NAME, "hearth-spawner");
@@ -236,8 +280,7 @@ __attribute__((noreturn)) static void spawner_main(int sock, int netns_ahead)
      * Without it every sandbox builds its root from the host's mount
      * table: slower, not wrong. */
     hearth_error_t tmpl_err;
-    int mount_template;
-    if (sbx_template_open(&mount_template, &tmpl_err) < 0)
+    if (sbx_template_open(&spawner_template, &tmpl_err) < 0)
         fprintf(stderr, "hearth-spawner: no mount template (%s): each sandbox builds its whole root\n",
                 tmpl_err.msg);
     /* Network namespaces made while nobody waits (netns.c). Without the
@@ -248,15 +291,25 @@ __attribute__((noreturn)) static void spawner_main(int sock, int netns_ahead)
         netns = NULL;
     int n_fl = 0;
     struct pollfd pfd[MAX_INFLIGHT + 1];
+    sbx_spawning_t ahead = {.pid = 0, .pidfd = -1, .sock = -1};
     for (;;) {
         /* Stop taking requests while every slot is busy. */
         pfd[0] = (struct pollfd){3, n_fl < MAX_INFLIGHT ? POLLIN : 0, 0};
         for (int i = 0; i < n_fl; i++)
             pfd[i + 1] = (struct pollfd){fl[i].sp.sock, POLLIN, 0};
-        if (poll(pfd, (nfds_t)n_fl + 1, -1) < 0) {
+        /* A child cloned ahead once we have been idle a moment: not on the
+         * CPU the sandbox just made needs for its first call. */
+        bool want_ahead = inits_ahead && ahead.pid == 0 && n_fl == 0;
+        int np = poll(pfd, (nfds_t)n_fl + 1, want_ahead ? AHEAD_IDLE_MS : -1);
+        if (np < 0) {
             if (errno == EINTR)
                 continue;
             _exit(1);
+        }
+        if (np == 0) {
+            hearth_error_t ignore;
+            sbx_spawn_ahead(spawner_ignored, decode_in_child, spawner_template, &ahead, &ignore);
+            continue;
         }
         for (int i = n_fl - 1; i >= 0; i--) {
             if (!(pfd[i + 1].revents & (POLLIN | POLLHUP | POLLERR)))
@@ -283,7 +336,7 @@ __attribute__((noreturn)) static void spawner_main(int sock, int netns_ahead)
                 _exit(0); /* the daemon is gone; PDEATHSIG takes the inits */
             if (n > 0) {
                 sbx_netns_stock_busy(netns, n_fl + 1); /* before it takes one */
-                n_fl += start_one(3, buf, n, fds, n_fds, netns, mount_template, &fl[n_fl]);
+                n_fl += start_one(3, buf, n, fds, n_fds, netns, &ahead, &fl[n_fl]);
             } else {
                 reply(3, 0, 0, "spawner: request too large", NULL, 0);
             }
@@ -294,7 +347,7 @@ __attribute__((noreturn)) static void spawner_main(int sock, int netns_ahead)
     }
 }
 
-int sbx_spawner_start(int netns_ahead, sbx_spawner_t **out, hearth_error_t *err)
+int sbx_spawner_start(int netns_ahead, bool inits_ahead, sbx_spawner_t **out, hearth_error_t *err)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
@@ -307,7 +360,7 @@ int sbx_spawner_start(int netns_ahead, sbx_spawner_t **out, hearth_error_t *err)
     }
     if (pid == 0) {
         close(sv[0]);
-        spawner_main(sv[1], netns_ahead);
+        spawner_main(sv[1], netns_ahead, inits_ahead);
     }
     close(sv[1]);
     sbx_spawner_t *sp = calloc(1, sizeof(*sp));

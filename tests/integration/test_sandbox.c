@@ -959,6 +959,39 @@ static void t_docker_seccomp(void)
     CHECK(val_is(&sc, "clone_plain", "ok"), "fork: %s", SHOW(val(&sc, "clone_plain")));
 }
 
+/* Directories in dir (-1: cannot read it). */
+static int count_subdirs(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return -1;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        n += de->d_type == DT_DIR && de->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* The children of process pid (its main thread's), up to max; how many. */
+static int children_of(pid_t pid, pid_t *out, int max)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid, (int)pid);
+    int n = 0;
+    if (read_file_at(AT_FDCWD, path, buf, sizeof(buf)) < 0)
+        return 0;
+    for (char *p = buf; *p && n < max;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        out[n++] = (pid_t)v;
+        p = end;
+    }
+    return n;
+}
+
 /* The same checks through a spawner: sandboxes cloned from a small fork
  * server instead of this process. */
 static void t_spawner(void)
@@ -966,7 +999,9 @@ static void t_spawner(void)
     char root[96];
     snprintf(root, sizeof(root), "%s-sp", cg_root);
     sbx_host_config_t hc = {.cgroup_root = root, .uid_base = UID_BASE + UID_COUNT / 2, .uid_count = UID_COUNT / 2,
-                            .spawner = true, .netns_ahead = 2, .cgroups_ahead = 2};
+                            .spawner = true, .netns_ahead = 2, .cgroups_ahead = 2, .inits_ahead = true};
+    pid_t before[16], after[16], spawner = 0;
+    int n_before = children_of(getpid(), before, 16);
     sbx_host_t *h = NULL;
     hearth_error_t err = {0};
     /* The spawner is forked from us: a signal we ignore or block must not
@@ -981,12 +1016,38 @@ static void t_spawner(void)
     sigaction(SIGUSR1, &old_usr1, NULL);
     sigprocmask(SIG_SETMASK, &old_mask, NULL);
     REQUIRE(open_rc == 0, "host with spawner: %s", err.msg);
+    int n_after = children_of(getpid(), after, 16);
+    for (int i = 0; i < n_after; i++) {
+        bool old_child = false;
+        for (int j = 0; j < n_before; j++)
+            old_child = old_child || after[i] == before[j];
+        if (!old_child)
+            spawner = after[i];
+    }
+    /* Idle a moment: on v1 the spawner clones an init ahead, and the next
+     * creation is that process. */
+    pid_t waiting[4];
+    int n_waiting = 0;
+    uint64_t until = now_ns() + 2000000000ULL;
+    usleep(100000); /* past the mount template's builder, a child of the spawner for a moment */
+    while ((n_waiting = children_of(spawner, waiting, 4)) < 1 && now_ns() < until)
+        usleep(10000);
+    bool v1 = strcmp(sbx_host_cgroup_mode(h), "v1") == 0;
+    if (v1)
+        CHECK(spawner > 0 && n_waiting == 1, "spawner %d: %d children after idling, want the one cloned ahead",
+              (int)spawner, n_waiting);
+    else
+        CHECK(spawner > 0 && n_waiting == 0, "spawner %d: %d children after idling, want none on v2", (int)spawner,
+              n_waiting);
     sbx_t *sb = NULL;
     if (sbx_create(h, &default_spec, &sb, &err) < 0) {
         CHECK(0, "create through the spawner: %s", err.msg);
         sbx_host_close(h);
         return;
     }
+    if (v1 && n_waiting == 1)
+        CHECK(sbx_init_pid(sb) == waiting[0], "the sandbox's init is %d, not %d cloned ahead",
+              (int)sbx_init_pid(sb), (int)waiting[0]);
     run_t r;
     const char *argv[] = {probe, "status", NULL};
     CHECK(run_in(sb, argv, 10000, &r, &err) == 0, "status: %s", err.msg);
@@ -998,6 +1059,37 @@ static void t_spawner(void)
           r.out);
     uid_t huid = sbx_host_uid(sb);
     sbx_destroy(sb);
+
+    /* Limits the kernel refuses (a CPU quota under its 1 ms minimum) on a
+     * cgroup made ahead, whose limits are written once the request is on
+     * its way to the spawner: the failure comes with the spawner's answer,
+     * and the sandbox started meanwhile is gone with its cgroup. */
+    while (sbx_host_make_ahead(h))
+        ;
+    char cg_dir[300];
+    snprintf(cg_dir, sizeof(cg_dir), "/sys/fs/cgroup/%s%s", v1 ? "pids/" : "", root);
+    int cgs_before = count_subdirs(cg_dir);
+    sbx_spec_t tiny = default_spec;
+    tiny.cpus = 0.001;
+    uint64_t bad_ticket;
+    if (sbx_create_async(h, &tiny, &bad_ticket, &err) < 0) {
+        CHECK(0, "a cgroup made ahead was there: the request should have gone out (%s)", err.msg);
+    } else {
+        sbx_t *bad = NULL;
+        uint64_t t = 0;
+        int rc = 0;
+        uint64_t give_up = now_ns() + 10000000000ULL;
+        while (rc == 0 && now_ns() < give_up) {
+            struct pollfd p = {sbx_host_fd(h), POLLIN, 0};
+            poll(&p, 1, 100);
+            rc = sbx_host_poll(h, &bad, &t, &err);
+        }
+        CHECK(rc == 1 && t == bad_ticket && bad == NULL && strstr(err.msg, "cgroup") != NULL,
+              "limits refused on a cgroup made ahead: poll %d, ticket %llu of %llu, sandbox %p, `%s`", rc,
+              (unsigned long long)t, (unsigned long long)bad_ticket, (void *)bad, err.msg);
+        CHECK(count_subdirs(cg_dir) == cgs_before - 1, "cgroups under %s: %d before, %d after (want one fewer)",
+              cg_dir, cgs_before, count_subdirs(cg_dir));
+    }
 
     /* A burst asked for before any answer is read: more requests than the
      * socket holds, while the spawner's answers fill the other way (both
@@ -1133,7 +1225,7 @@ static void t_mount_template(void)
     char root[96];
     snprintf(root, sizeof(root), "%s-iso", cg_root);
     sbx_host_config_t hc = {.cgroup_root = root, .uid_base = UID_BASE + UID_COUNT / 2, .uid_count = UID_COUNT / 2,
-                            .spawner = true, .netns_ahead = 2, .cgroups_ahead = 2};
+                            .spawner = true, .netns_ahead = 2, .cgroups_ahead = 2, .inits_ahead = true};
     char log[] = "/var/tmp/hearth-test-spawner-XXXXXX";
     int logfd = mkstemp(log);
     REQUIRE(logfd >= 0, "mkstemp: %s", strerror(errno));
@@ -1179,8 +1271,12 @@ static void spawner_isolation(void)
         return;
     sbx_host_t *local = host;
     host = spawner_host;
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
+    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+        /* Idle long enough for an init cloned ahead (v1) to be waiting:
+         * each test's first sandbox starts on one. */
+        usleep(30000);
         harness_run(tests[i].name, tests[i].fn);
+    }
     sbx_host_close(spawner_host);
     spawner_host = NULL;
     host = local;
