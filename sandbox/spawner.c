@@ -213,16 +213,21 @@ static int decode(char *buf, size_t n, int n_cg_fds, decoded_t *d, sbx_spawn_req
     return 0;
 }
 
-/* A child cloned ahead decodes its request itself, and keeps it. */
+/* A child cloned ahead decodes its request itself, and keeps it. It was
+ * not born into a cgroup: a request that says so is not for it. */
 static int decode_in_child(char *msg, size_t len, int n_cg_fds, sbx_spawn_req_t *req, hearth_error_t *err)
 {
     static decoded_t d;
-    return decode(msg, len, n_cg_fds, &d, req, err);
+    if (decode(msg, len, n_cg_fds, &d, req, err) < 0)
+        return -1;
+    if (req->into_cgroup)
+        return hearth_error_set(err, EINVAL, "spawner: a child cloned ahead cannot be cloned into its cgroup");
+    return 0;
 }
 
 /* Decode a request and start its init: on the child cloned ahead if
- * there is one and the request fits it, else on a fresh clone. 1 if it
- * is now in flight. */
+ * there is one (only where requests are not into_cgroup: v1), else on a
+ * fresh clone. 1 if it is now in flight. */
 static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, sbx_netns_stock_t *netns,
                      sbx_spawning_t *ahead, inflight_t *slot)
 {
@@ -230,7 +235,11 @@ static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, 
     decoded_t d;
     sbx_spawn_req_t sreq;
     int started = 0;
+    /* The child first: it decodes while we do. */
+    bool given = ahead->pid > 0 && sbx_spawn_give(ahead, n_fds, buf, (size_t)n, &slot->sp, &err) == 0;
     if (decode(buf, (size_t)n, n_fds, &d, &sreq, &err) < 0) {
+        if (given)
+            sbx_spawn_abort(&slot->sp);
         reply(sock, d.ticket, 0, err.msg, NULL, 0);
         decoded_free(&d);
         return 0;
@@ -238,12 +247,7 @@ static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, 
     sreq.netns = netns;
     for (int i = 0; i < sreq.n_cg_fds; i++)
         sreq.cg_fds[i] = fds[i];
-    int rc;
-    if (ahead->pid > 0 && !sreq.into_cgroup &&
-        sbx_spawn_give(ahead, sreq.n_cg_fds, buf, (size_t)n, &slot->sp, &err) == 0)
-        rc = sbx_spawn_begin_given(&sreq, &slot->sp, &err);
-    else
-        rc = sbx_spawn_begin(&sreq, &slot->sp, &err);
+    int rc = given ? sbx_spawn_begin_given(&sreq, &slot->sp, &err) : sbx_spawn_begin(&sreq, &slot->sp, &err);
     if (rc < 0) {
         reply(sock, d.ticket, 0, err.msg, NULL, 0);
     } else {
