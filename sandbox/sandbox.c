@@ -30,7 +30,8 @@ struct sbx_host {
     bool cg_open;
     uid_t uid_base;
     uint32_t uid_count;
-    uint8_t *uid_used;          /* one byte per uid slot */
+    uint64_t *uid_used;         /* one bit per uid slot (8 KiB for 65,536: a byte each was 64 KiB
+                                   to zero at every `hearth run`) */
     uint32_t uid_next;          /* where the next slot search starts */
     uint64_t next_id;           /* names cgroups sbx-<id> */
     seccomp_entry_t *seccomps;  /* compiled once per profile */
@@ -149,7 +150,7 @@ int sbx_host_open(const sbx_host_config_t *cfg, sbx_host_t **out, hearth_error_t
         return hearth_error_set(err, ENOMEM, "sandbox host");
     h->uid_base = cfg->uid_base ? cfg->uid_base : 100000;
     h->uid_count = cfg->uid_count ? cfg->uid_count : 65536;
-    h->uid_used = calloc(h->uid_count, 1);
+    h->uid_used = calloc((h->uid_count + 63) / 64, sizeof(uint64_t));
     if (h->uid_used == NULL) {
         free(h);
         return hearth_error_set(err, ENOMEM, "sandbox host");
@@ -267,14 +268,19 @@ static int take_uid(sbx_host_t *h, uint32_t *slot)
 {
     for (uint32_t i = 0; i < h->uid_count; i++) {
         uint32_t s = (h->uid_next + i) % h->uid_count;
-        if (!h->uid_used[s]) {
-            h->uid_used[s] = 1;
+        if (!(h->uid_used[s / 64] & (1ULL << (s % 64)))) {
+            h->uid_used[s / 64] |= 1ULL << (s % 64);
             h->uid_next = s + 1;
             *slot = s;
             return 0;
         }
     }
     return -1;
+}
+
+static void put_uid(sbx_host_t *h, uint32_t slot)
+{
+    h->uid_used[slot / 64] &= ~(1ULL << (slot % 64));
 }
 
 static void limits_of(const sbx_spec_t *spec, sbx_cgroup_limits_t *lim);
@@ -369,7 +375,7 @@ static void discard(sbx_t *sb)
     hearth_error_t ignore;
     sb->host->cgs.ops->destroy(&sb->cg, &ignore);
     sbx_cg_close(&sb->cg);
-    sb->host->uid_used[sb->uid_slot] = 0;
+    put_uid(sb->host, sb->uid_slot);
     free(sb);
 }
 
@@ -1048,7 +1054,7 @@ void sbx_destroy(sbx_t *sb)
         waitpid(sb->init_pid, NULL, 0);
     h->cgs.ops->destroy(&sb->cg, &err);
     sbx_cg_close(&sb->cg);
-    h->uid_used[sb->uid_slot] = 0;
+    put_uid(h, sb->uid_slot);
     if (sb->prev)
         sb->prev->next = sb->next;
     else
