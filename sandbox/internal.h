@@ -49,6 +49,9 @@ struct sbx_msg_end {
 
 #define SBX_MAX_MSG (256 * 1024)
 
+/* Where a daemon's cgroup root is locked (sandbox.c: lock_root). */
+#define SBX_LOCK_DIR "/run/hearth"
+
 /* What the spawner needs to create a sandbox (spec already validated). */
 typedef struct sbx_spawn_req {
     const sbx_spec_t *spec;
@@ -69,6 +72,7 @@ typedef struct sbx_spawn_res {
     pid_t pid;   /* host pid of init */
     int pidfd;
     int ctl;     /* our end of the control socket */
+    bool ahead;  /* init was a child cloned ahead (sbx_spawn_ahead) */
 } sbx_spawn_res_t;
 
 /* namespaces.c: clone init into fresh namespaces, set up its root and
@@ -135,6 +139,11 @@ int sbx_spawn_local(const sbx_spawn_req_t *req, sbx_spawn_res_t *res, hearth_err
  * has no other threads (it forks). */
 int sbx_template_open(int *fd_out, hearth_error_t *err);
 bool sbx_template_fits(const sbx_spec_t *spec);
+
+/* Set sig's disposition to the default. Through the system call: glibc's
+ * signal() and sigaction() refuse its own two (32 and 33), which a process
+ * may have inherited ignored across execve. */
+void sbx_signal_default(int sig);
 
 /* init.c: the loop of a sandbox's pid 1. Never returns. */
 __attribute__((noreturn)) void sbx_init_main(int ctl, const sbx_seccomp_t *seccomp, uint32_t nofile);

@@ -415,6 +415,18 @@ static int enter_net_and_cgroups(const sbx_spawn_req_t *req, int sync, hearth_er
     return rc;
 }
 
+void sbx_signal_default(int sig)
+{
+    /* The kernel's struct sigaction: handler, flags, restorer, mask. */
+    struct {
+        void (*handler)(int);
+        unsigned long flags;
+        void (*restorer)(void);
+        uint64_t mask;
+    } act = {.handler = SIG_DFL};
+    syscall(SYS_rt_sigaction, sig, &act, NULL, sizeof(act.mask));
+}
+
 /* What a child does first, before it knows its spec. */
 static void child_prepare(const int *changed_signals, int sync)
 {
@@ -423,11 +435,11 @@ static void child_prepare(const int *changed_signals, int sync)
      * signal, unless the creator said which few it changed (the spawner). */
     if (changed_signals != NULL) {
         for (const int *sig = changed_signals; *sig; sig++)
-            signal(*sig, SIG_DFL);
+            sbx_signal_default(*sig);
     } else {
         for (int sig = 1; sig < NSIG; sig++)
             if (sig != SIGKILL && sig != SIGSTOP)
-                signal(sig, SIG_DFL);
+                sbx_signal_default(sig);
     }
     sigset_t none;
     sigemptyset(&none);
@@ -713,14 +725,19 @@ void sbx_spawn_abort(sbx_spawning_t *sp)
             close(fd);
         sp->net = NULL;
     }
-    if (sp->pidfd >= 0) {
-        syscall(SYS_pidfd_send_signal, sp->pidfd, SIGKILL, NULL, 0);
-        close(sp->pidfd);
-    }
     if (sp->sock >= 0)
         close(sp->sock);
-    /* Reaped here unless SIGCHLD is ignored (the spawner), then by the kernel. */
-    waitpid(sp->pid, NULL, 0);
+    if (sp->pidfd >= 0) {
+        syscall(SYS_pidfd_send_signal, sp->pidfd, SIGKILL, NULL, 0);
+        /* Reaped here unless SIGCHLD is ignored (the spawner): then the
+         * kernel reaps it and this waits for its end. By pidfd, not pid:
+         * a child that died long ago (one cloned ahead) may have left its
+         * pid to another child of ours, a sandbox's init. */
+        siginfo_t info;
+        while (waitid((idtype_t)P_PIDFD, (id_t)sp->pidfd, &info, WEXITED) < 0 && errno == EINTR)
+            ;
+        close(sp->pidfd);
+    }
     sp->pidfd = sp->sock = -1;
 }
 

@@ -42,7 +42,9 @@ struct sbx_host {
     sbx_t *live;                /* every sandbox not yet destroyed */
     sbx_t *pending;             /* asked of the spawner, not yet answered (via ->next) */
     bool shared_root;           /* see sbx_host_config_t */
-    int root_lock;              /* the root ours alone: flock'ed directory of it, else -1 */
+    int root_lock;              /* the root ours alone: our flock'ed lock file (lock_root), else -1 */
+    char root_lock_path[320];
+    uint64_t n_cloned_ahead;    /* sandboxes whose init was cloned ahead */
     char *seccomp_cache;        /* see sbx_host_config_t */
 };
 
@@ -64,7 +66,7 @@ struct sbx {
     bool reset_done;            /* init answered the last reset */
     bool socket_done;           /* init answered the last sbx_socket */
     bool late_failed;           /* asked of the spawner, then failed here: reported with its answer, */
-    hearth_error_t late_error;  /* for this reason */
+    char *late_error;           /* for this reason (NULL: no memory to keep it) */
     int socket_fd;              /* its fd, or -1 */
     int socket_err;             /* its errno */
     sbx_t *prev, *next;         /* host->live */
@@ -121,22 +123,43 @@ static void clean_stale(sbx_cgroups_t *cgs, bool exclusive)
 static void discard(sbx_t *sb);
 static bool cgroup_ahead(sbx_host_t *h);
 
+/* The root's lock: a root-only file under /run/hearth (the cgroup
+ * directory itself would do, but anyone may open it and hold a lock on
+ * it). Removed at close: after taking the lock, check that the file is
+ * still the one at the path, or a closing holder removed it meanwhile. */
 static int lock_root(sbx_host_t *h, const char *root, hearth_error_t *err)
 {
-    h->root_lock = openat(h->cgs.hier_dirfd[0], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (h->root_lock < 0)
-        return hearth_error_sys(err, "open %s", h->cgs.hier_path[0]);
-    if (flock(h->root_lock, LOCK_EX | LOCK_NB) == 0)
-        return 0;
-    if (errno == EWOULDBLOCK)
-        hearth_error_set(err, EBUSY,
-                         "cgroup root `%s` is in use by another hearthd: give each daemon its own cgroup_root",
-                         root);
-    else
-        hearth_error_sys(err, "lock %s", h->cgs.hier_path[0]);
-    close(h->root_lock);
-    h->root_lock = -1;
-    return -1;
+    char path[sizeof(h->root_lock_path)];
+    int n = snprintf(path, sizeof(path), "%s/root-", SBX_LOCK_DIR);
+    for (const char *c = root; *c && n < (int)sizeof(path) - 6; c++)
+        path[n++] = *c == '/' ? '+' : *c; /* '+' is not allowed in a root */
+    snprintf(path + n, sizeof(path) - (size_t)n, ".lock");
+    if (mkdir(SBX_LOCK_DIR, 0755) < 0 && errno != EEXIST)
+        return hearth_error_sys(err, "mkdir %s", SBX_LOCK_DIR);
+    for (;;) {
+        int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return hearth_error_sys(err, "open %s", path);
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+            int e = errno;
+            close(fd);
+            if (e == EWOULDBLOCK)
+                return hearth_error_set(err, EBUSY,
+                                        "cgroup root `%s` is in use by another hearthd: give each daemon its own "
+                                        "cgroup_root",
+                                        root);
+            errno = e;
+            return hearth_error_sys(err, "lock %s", path);
+        }
+        struct stat held, now;
+        if (fstat(fd, &held) == 0 && stat(path, &now) == 0 && held.st_dev == now.st_dev &&
+            held.st_ino == now.st_ino) {
+            h->root_lock = fd;
+            snprintf(h->root_lock_path, sizeof(h->root_lock_path), "%s", path);
+            return 0;
+        }
+        close(fd);
+    }
 }
 
 /* --- host ----------------------------------------------------------------- */
@@ -150,7 +173,7 @@ int sbx_host_open(const sbx_host_config_t *cfg, sbx_host_t **out, hearth_error_t
         return hearth_error_set(err, ENOMEM, "sandbox host");
     h->uid_base = cfg->uid_base ? cfg->uid_base : 100000;
     h->uid_count = cfg->uid_count ? cfg->uid_count : 65536;
-    h->uid_used = calloc((h->uid_count + 63) / 64, sizeof(uint64_t));
+    h->uid_used = calloc(((size_t)h->uid_count + 63) / 64, sizeof(uint64_t));
     if (h->uid_used == NULL) {
         free(h);
         return hearth_error_set(err, ENOMEM, "sandbox host");
@@ -172,7 +195,8 @@ int sbx_host_open(const sbx_host_config_t *cfg, sbx_host_t **out, hearth_error_t
     /* Before anything of the root is cleaned: a second daemon on the same
      * root would take the first one's sandboxes for a dead predecessor's
      * and destroy them. The lock goes with the open file: a killed
-     * daemon's is released with it (its spawner closes the copy). */
+     * daemon's is released with it (its spawner closes the copy), and its
+     * file stays for the next one to take. */
     if (!cfg->shared_root && lock_root(h, root, err) < 0) {
         sbx_host_close(h);
         return -1;
@@ -224,8 +248,10 @@ void sbx_host_close(sbx_host_t *h)
     /* The root is removed only by the one daemon it belongs to. */
     if (h->cg_open)
         h->cgs.ops->close_root(&h->cgs, h->root_lock >= 0);
-    if (h->root_lock >= 0)
+    if (h->root_lock >= 0) {
+        unlink(h->root_lock_path); /* before the lock goes: see lock_root */
         close(h->root_lock);
+    }
     free(h->uid_used);
     free(h->seccomp_cache);
     free(h);
@@ -234,6 +260,11 @@ void sbx_host_close(sbx_host_t *h)
 const char *sbx_host_cgroup_mode(const sbx_host_t *h)
 {
     return h->cgs.ops->name;
+}
+
+uint64_t sbx_host_cloned_ahead(const sbx_host_t *h)
+{
+    return h->n_cloned_ahead;
 }
 
 static const sbx_seccomp_t *seccomp_for(sbx_host_t *h, const char *profile, hearth_error_t *err)
@@ -376,6 +407,7 @@ static void discard(sbx_t *sb)
     sb->host->cgs.ops->destroy(&sb->cg, &ignore);
     sbx_cg_close(&sb->cg);
     put_uid(sb->host, sb->uid_slot);
+    free(sb->late_error);
     free(sb);
 }
 
@@ -546,9 +578,11 @@ int sbx_create_async(sbx_host_t *h, const sbx_spec_t *in, uint64_t *ticket, hear
     if (made_ahead) {
         sbx_cgroup_limits_t lim;
         limits_of(&spec, &lim);
-        if (h->cgs.ops->set_limits(&sb->cg, &lim, &sb->late_error) < 0) {
-            hearth_error_wrap(&sb->late_error, "cgroup %s", sb->cg.name);
+        hearth_error_t why = {0};
+        if (h->cgs.ops->set_limits(&sb->cg, &lim, &why) < 0) {
+            hearth_error_wrap(&why, "cgroup %s", sb->cg.name);
             sb->late_failed = true;
+            sb->late_error = strdup(why.msg);
         }
     }
     return 0;
@@ -603,8 +637,11 @@ int sbx_host_poll(sbx_host_t *h, sbx_t **out, uint64_t *ticket, hearth_error_t *
         return 1;
     }
     go_live(sb, &res);
+    if (res.ahead)
+        h->n_cloned_ahead++;
     if (sb->late_failed) {
-        *err = sb->late_error;
+        hearth_error_tag(err, EINVAL, "%s", sb->late_error ? sb->late_error : "cgroup limits refused");
+        free(sb->late_error);
         sbx_destroy(sb);
         *out = NULL;
         return 1;

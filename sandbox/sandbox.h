@@ -109,6 +109,8 @@ int sbx_host_open(const sbx_host_config_t *cfg, sbx_host_t **out, hearth_error_t
 void sbx_host_close(sbx_host_t *host);
 /* "v1" or "v2". */
 const char *sbx_host_cgroup_mode(const sbx_host_t *host);
+/* How many sandboxes so far started on an init cloned ahead (inits_ahead). */
+uint64_t sbx_host_cloned_ahead(const sbx_host_t *host);
 
 /* Create a sandbox and wait until its init is ready for sbx_exec. Fails
  * closed: if any isolation step cannot be applied, nothing is left behind

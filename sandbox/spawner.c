@@ -135,12 +135,15 @@ ssize_t sbx_recv_msg(int sock, void *buf, size_t len, int *fds, int max_fds, int
 typedef struct inflight {
     uint64_t ticket;
     sbx_spawning_t sp;
+    bool ahead; /* on the child cloned ahead */
 } inflight_t;
 
-static void reply(int sock, uint64_t ticket, pid_t pid, const char *error, const int *fds, int n_fds)
+/* ahead: the init was cloned ahead (said for tests and counts). */
+static void reply(int sock, uint64_t ticket, pid_t pid, bool ahead, const char *error, const int *fds, int n_fds)
 {
     json_t *o = error ? json_pack("{s:I,s:b,s:s}", "ticket", (json_int_t)ticket, "ok", 0, "error", error)
-                      : json_pack("{s:I,s:b,s:i}", "ticket", (json_int_t)ticket, "ok", 1, "pid", pid);
+                      : json_pack("{s:I,s:b,s:i,s:b}", "ticket", (json_int_t)ticket, "ok", 1, "pid", pid, "ahead",
+                                  (int)ahead);
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     if (s != NULL)
         sbx_send_msg(sock, s, strlen(s), fds, n_fds);
@@ -240,7 +243,7 @@ static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, 
     if (decode(buf, (size_t)n, n_fds, &d, &sreq, &err) < 0) {
         if (given)
             sbx_spawn_abort(&slot->sp);
-        reply(sock, d.ticket, 0, err.msg, NULL, 0);
+        reply(sock, d.ticket, 0, false, err.msg, NULL, 0);
         decoded_free(&d);
         return 0;
     }
@@ -249,9 +252,10 @@ static int start_one(int sock, char *buf, ssize_t n, const int *fds, int n_fds, 
         sreq.cg_fds[i] = fds[i];
     int rc = given ? sbx_spawn_begin_given(&sreq, &slot->sp, &err) : sbx_spawn_begin(&sreq, &slot->sp, &err);
     if (rc < 0) {
-        reply(sock, d.ticket, 0, err.msg, NULL, 0);
+        reply(sock, d.ticket, 0, false, err.msg, NULL, 0);
     } else {
         slot->ticket = d.ticket;
+        slot->ahead = given;
         fcntl(slot->sp.sock, F_SETFL, O_NONBLOCK);
         started = 1;
     }
@@ -270,9 +274,12 @@ __attribute__((noreturn)) static void spawner_main(int sock, int netns_ahead, bo
      * when it goes (PDEATHSIG, or EOF). */
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
-            signal(sig, SIG_DFL);
+            sbx_signal_default(sig);
     for (const int *sig = spawner_ignored; *sig; sig++)
         signal(*sig, SIG_IGN);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     if (sock != 3 && dup3(sock, 3, O_CLOEXEC) < 0)
         _exit(1);
     syscall(SYS_close_range, 4, ~0U, 0);
@@ -294,26 +301,40 @@ __attribute__((noreturn)) static void spawner_main(int sock, int netns_ahead, bo
     if (sbx_netns_stock_start(netns_ahead, &netns, &stock_err) < 0)
         netns = NULL;
     int n_fl = 0;
-    struct pollfd pfd[MAX_INFLIGHT + 1];
+    struct pollfd pfd[MAX_INFLIGHT + 2];
     sbx_spawning_t ahead = {.pid = 0, .pidfd = -1, .sock = -1};
+    bool ahead_failed = false; /* cloning one failed: not again until a request came */
     for (;;) {
         /* Stop taking requests while every slot is busy. */
         pfd[0] = (struct pollfd){3, n_fl < MAX_INFLIGHT ? POLLIN : 0, 0};
         for (int i = 0; i < n_fl; i++)
             pfd[i + 1] = (struct pollfd){fl[i].sp.sock, POLLIN, 0};
+        /* The child cloned ahead says nothing while it waits: anything on
+         * its socket (a hang-up above all) means it is gone. */
+        nfds_t n_pfd = (nfds_t)n_fl + 1;
+        if (ahead.pid > 0)
+            pfd[n_pfd++] = (struct pollfd){ahead.sock, POLLIN, 0};
         /* A child cloned ahead once we have been idle a moment: not on the
          * CPU the sandbox just made needs for its first call. */
-        bool want_ahead = inits_ahead && ahead.pid == 0 && n_fl == 0;
-        int np = poll(pfd, (nfds_t)n_fl + 1, want_ahead ? AHEAD_IDLE_MS : -1);
+        bool want_ahead = inits_ahead && !ahead_failed && ahead.pid == 0 && n_fl == 0;
+        int np = poll(pfd, n_pfd, want_ahead ? AHEAD_IDLE_MS : -1);
         if (np < 0) {
             if (errno == EINTR)
                 continue;
             _exit(1);
         }
         if (np == 0) {
-            hearth_error_t ignore;
-            sbx_spawn_ahead(spawner_ignored, decode_in_child, spawner_template, &ahead, &ignore);
+            hearth_error_t err;
+            if (sbx_spawn_ahead(spawner_ignored, decode_in_child, spawner_template, &ahead, &err) < 0) {
+                fprintf(stderr, "hearth-spawner: cannot clone an init ahead (%s); the next creation clones its own\n",
+                        err.msg);
+                ahead_failed = true;
+            }
             continue;
+        }
+        if (ahead.pid > 0 && pfd[n_pfd - 1].revents != 0) {
+            sbx_spawn_abort(&ahead);
+            ahead.pid = 0;
         }
         for (int i = n_fl - 1; i >= 0; i--) {
             if (!(pfd[i + 1].revents & (POLLIN | POLLHUP | POLLERR)))
@@ -325,11 +346,11 @@ __attribute__((noreturn)) static void spawner_main(int sock, int netns_ahead, bo
                 continue;
             if (rc > 0) {
                 int out[2] = {res.pidfd, res.ctl};
-                reply(3, fl[i].ticket, res.pid, NULL, out, 2);
+                reply(3, fl[i].ticket, res.pid, fl[i].ahead, NULL, out, 2);
                 close(res.pidfd);
                 close(res.ctl);
             } else {
-                reply(3, fl[i].ticket, 0, err.msg, NULL, 0);
+                reply(3, fl[i].ticket, 0, false, err.msg, NULL, 0);
             }
             fl[i] = fl[--n_fl];
         }
@@ -339,10 +360,11 @@ __attribute__((noreturn)) static void spawner_main(int sock, int netns_ahead, bo
             if (n == 0 || (n < 0 && errno != EMSGSIZE))
                 _exit(0); /* the daemon is gone; PDEATHSIG takes the inits */
             if (n > 0) {
+                ahead_failed = false;
                 sbx_netns_stock_busy(netns, n_fl + 1); /* before it takes one */
                 n_fl += start_one(3, buf, n, fds, n_fds, netns, &ahead, &fl[n_fl]);
             } else {
-                reply(3, 0, 0, "spawner: request too large", NULL, 0);
+                reply(3, 0, 0, false, "spawner: request too large", NULL, 0);
             }
             for (int i = 0; i < n_fds; i++)
                 close(fds[i]);
@@ -480,10 +502,11 @@ int sbx_spawner_recv(sbx_spawner_t *sp, uint64_t *ticket, bool *failed, sbx_spaw
     if (n <= 0)
         return hearth_error_set(err, n < 0 ? errno : EPIPE, "the spawner is gone");
     json_t *r = json_loadb(rep, (size_t)n, 0, NULL);
-    int ok = 0, pid = 0;
+    int ok = 0, pid = 0, ahead = 0;
     json_int_t t = 0;
     const char *e = NULL;
-    if (r == NULL || json_unpack(r, "{s:I,s:b,s?:i,s?:s}", "ticket", &t, "ok", &ok, "pid", &pid, "error", &e) < 0) {
+    if (r == NULL || json_unpack(r, "{s:I,s:b,s?:i,s?:b,s?:s}", "ticket", &t, "ok", &ok, "pid", &pid, "ahead", &ahead,
+                                 "error", &e) < 0) {
         json_decref(r);
         for (int i = 0; i < n_fds; i++)
             close(fds[i]);
@@ -499,6 +522,7 @@ int sbx_spawner_recv(sbx_spawner_t *sp, uint64_t *ticket, bool *failed, sbx_spaw
         res->pid = pid;
         res->pidfd = fds[0];
         res->ctl = fds[1];
+        res->ahead = ahead;
     }
     json_decref(r);
     return 1;

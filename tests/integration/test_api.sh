@@ -148,6 +148,10 @@ rc=$?
 check "a second hearthd on the same cgroup_root exits 1, saying the root is in use" \
     '[ "$rc" = 1 ] && grep -q "cgroup root \`$CGROOT\` is in use by another hearthd" "$WORK/third.log"' \
     "exit $rc: $(tail -c 300 "$WORK/third.log")"
+LOCKFILE=/run/hearth/root-$(echo "$CGROOT" | tr / +).lock
+check "... the lock is a root-only file ($LOCKFILE, 0600), which no other user can open and hold" \
+    '[ "$(stat -c "%a %U" "$LOCKFILE" 2>&1)" = "600 root" ] && ! setpriv --reuid=65534 --regid=65534 --clear-groups \
+        sh -c "exec 3<\"$LOCKFILE\"" 2>/dev/null' "$(stat -c "%a %U" "$LOCKFILE" 2>&1)"
 check "... and leaves the first one's sandboxes alone" \
     '[ -n "$before" ] && [ "$(sbx_cgroups)" = "$before" ] &&
      [ "$(fn_status "$V1" f4 "f[\"sandboxes\"][\"idle\"]")" = 1 ]' "before: $before; after: $(sbx_cgroups)"
@@ -610,6 +614,7 @@ stop_daemon 20
 check "SIGTERM: hearthd exits 0" '[ "$DAEMON_RC" = 0 ]' "exit: $DAEMON_RC" "$(tail -n 5 "$LOG")"
 left=$(cgroup_leftovers "$CGROOT")
 check "no cgroup left under $CGROOT" '[ -z "$left" ]' "$left"
+check "... nor its lock file" '[ ! -e "$LOCKFILE" ]' "$(ls -l "$LOCKFILE" 2>&1)"
 left=$(uid_range_procs "$UID_BASE" "$UID_COUNT")
 check "no process of the daemon's uid range left" '[ -z "$left" ]' "$left"
 note "took $(( ($(now_ms) - T0) / 1000 )) s"
