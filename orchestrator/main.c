@@ -203,6 +203,7 @@ int main(int argc, char **argv)
     };
     if (sbx_host_open(&hc, &hd.host, &err) < 0) {
         hearth_log(HEARTH_LOG_ERROR, "sandboxes: %s", err.msg);
+        cfg_daemon_free(hd.cfg);
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);

@@ -144,7 +144,7 @@ static int lock_root(sbx_host_t *h, const char *root, hearth_error_t *err)
             int e = errno;
             close(fd);
             if (e == EWOULDBLOCK)
-                return hearth_error_set(err, EBUSY,
+                return hearth_error_tag(err, EBUSY,
                                         "cgroup root `%s` is in use by another hearthd: give each daemon its own "
                                         "cgroup_root",
                                         root);
