@@ -989,20 +989,6 @@ static void t_docker_seccomp(void)
     CHECK(val_is(&sc, "clone_plain", "ok"), "fork: %s", SHOW(val(&sc, "clone_plain")));
 }
 
-/* Directories in dir (-1: cannot read it). */
-static int count_subdirs(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return -1;
-    int n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL)
-        n += de->d_type == DT_DIR && de->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 /* The children of process pid (its main thread's), up to max; how many. */
 static int children_of(pid_t pid, pid_t *out, int max)
 {
@@ -1100,9 +1086,8 @@ static void t_spawner(void)
      * and the sandbox started meanwhile is gone with its cgroup. */
     while (sbx_host_make_ahead(h))
         ;
-    char cg_dir[300];
-    snprintf(cg_dir, sizeof(cg_dir), "/sys/fs/cgroup/%s%s", v1 ? "pids/" : "", root);
-    int cgs_before = count_subdirs(cg_dir);
+    int hiers = 0;
+    int cgs_before = cgroup_children(root, &hiers);
     sbx_spec_t tiny = default_spec;
     tiny.cpus = 0.001;
     uint64_t bad_ticket;
@@ -1121,8 +1106,9 @@ static void t_spawner(void)
         CHECK(rc == 1 && t == bad_ticket && bad == NULL && strstr(err.msg, "cgroup") != NULL,
               "limits refused on a cgroup made ahead: poll %d, ticket %llu of %llu, sandbox %p, `%s`", rc,
               (unsigned long long)t, (unsigned long long)bad_ticket, (void *)bad, err.msg);
-        CHECK(count_subdirs(cg_dir) == cgs_before - 1, "cgroups under %s: %d before, %d after (want one fewer)",
-              cg_dir, cgs_before, count_subdirs(cg_dir));
+        CHECK(hiers > 0 && cgroup_children(root, NULL) == cgs_before - hiers,
+              "cgroups under %s in %d hierarchies: %d before, %d after (want one fewer in each)", root, hiers,
+              cgs_before, cgroup_children(root, NULL));
     }
 
     /* A burst asked for before any answer is read: more requests than the
