@@ -184,6 +184,15 @@ int main(int argc, char **argv)
             hearth_log(HEARTH_LOG_WARN, "cannot raise the open files limit: %s", strerror(errno));
     }
 
+    /* Each live sandbox holds a uid: fewer than the host may keep would
+     * refuse creations under load, long after the start. */
+    uint64_t want_uids = (uint64_t)hd.cfg->max_sandboxes + hd.cfg->prewarm_pool;
+    if (hd.cfg->uid_count < want_uids)
+        hearth_log(HEARTH_LOG_WARN,
+                   "uid_count %u is below max_sandboxes + prewarm_pool (%" PRIu64
+                   "): creations fail once %u sandboxes live",
+                   hd.cfg->uid_count, want_uids, hd.cfg->uid_count);
+
     /* The spawner first, while we are small: every sandbox is cloned from it. */
     sbx_host_config_t hc = {
         .cgroup_root = hd.cfg->cgroup_root,

@@ -33,6 +33,7 @@ struct sbx_host {
     uint64_t *uid_used;         /* one bit per uid slot (8 KiB for 65,536: a byte each was 64 KiB
                                    to zero at every `hearth run`) */
     uint32_t uid_next;          /* where the next slot search starts */
+    int uid_lock;               /* SBX_LOCK_DIR/uids.lock, opened at the first take_uid, or -1 */
     uint64_t next_id;           /* names cgroups sbx-<id> */
     seccomp_entry_t *seccomps;  /* compiled once per profile */
     sbx_spawner_t *spawner;     /* NULL: clone from this process */
@@ -180,6 +181,7 @@ int sbx_host_open(const sbx_host_config_t *cfg, sbx_host_t **out, hearth_error_t
     }
     h->next_id = 1;
     h->root_lock = -1;
+    h->uid_lock = -1;
     /* Processes sharing a root also share the uid range: start each one's
      * search somewhere else. */
     if (cfg->shared_root)
@@ -252,6 +254,8 @@ void sbx_host_close(sbx_host_t *h)
         unlink(h->root_lock_path); /* before the lock goes: see lock_root */
         close(h->root_lock);
     }
+    if (h->uid_lock >= 0)
+        close(h->uid_lock); /* and with it every uid lock still held */
     free(h->uid_used);
     free(h->seccomp_cache);
     free(h);
@@ -295,22 +299,60 @@ static const sbx_seccomp_t *seccomp_for(sbx_host_t *h, const char *profile, hear
 
 /* --- sandboxes ------------------------------------------------------------- */
 
-static int take_uid(sbx_host_t *h, uint32_t *slot)
+/* A uid is ours while we hold a write lock on one byte of a file every
+ * creator shares, at the uid's own offset: concurrent `hearth run`s, and
+ * runs or daemons whose ranges overlap (`hearth run` and hearthd both
+ * default to 100000 on), never map two live sandboxes to one host uid.
+ * An OFD lock belongs to the open file, so a killed holder's go with it,
+ * and two hosts in one process exclude each other too. The file is never
+ * removed: another process may hold locks on it. */
+static int uid_lock(sbx_host_t *h, uid_t uid, short type)
 {
+    struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = (off_t)uid, .l_len = 1};
+    return fcntl(h->uid_lock, F_OFD_SETLK, &fl);
+}
+
+static int open_uid_lock(sbx_host_t *h, hearth_error_t *err)
+{
+    const char *path = SBX_LOCK_DIR "/uids.lock";
+    if (mkdir(SBX_LOCK_DIR, 0755) < 0 && errno != EEXIST)
+        return hearth_error_sys(err, "mkdir %s", SBX_LOCK_DIR);
+    h->uid_lock = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (h->uid_lock < 0)
+        return hearth_error_sys(err, "open %s", path);
+    return 0;
+}
+
+static int take_uid(sbx_host_t *h, uint32_t *slot, hearth_error_t *err)
+{
+    if (h->uid_lock < 0 && open_uid_lock(h, err) < 0)
+        return -1;
+    uint32_t elsewhere = 0;
     for (uint32_t i = 0; i < h->uid_count; i++) {
         uint32_t s = (h->uid_next + i) % h->uid_count;
-        if (!(h->uid_used[s / 64] & (1ULL << (s % 64)))) {
-            h->uid_used[s / 64] |= 1ULL << (s % 64);
-            h->uid_next = s + 1;
-            *slot = s;
-            return 0;
+        if (h->uid_used[s / 64] & (1ULL << (s % 64)))
+            continue;
+        if (uid_lock(h, h->uid_base + s, F_WRLCK) < 0) {
+            if (errno != EAGAIN && errno != EACCES)
+                return hearth_error_sys(err, "lock uid %u in %s/uids.lock", (unsigned)(h->uid_base + s),
+                                        SBX_LOCK_DIR);
+            elsewhere++;
+            continue;
         }
+        h->uid_used[s / 64] |= 1ULL << (s % 64);
+        h->uid_next = s + 1;
+        *slot = s;
+        return 0;
     }
-    return -1;
+    return hearth_error_set(err, EAGAIN,
+                            "no free uid in the sandbox uid range %u-%u (%u of them held by another hearthd or "
+                            "hearth run)",
+                            (unsigned)h->uid_base, (unsigned)(h->uid_base + h->uid_count - 1), (unsigned)elsewhere);
 }
 
 static void put_uid(sbx_host_t *h, uint32_t slot)
 {
+    uid_lock(h, h->uid_base + slot, F_UNLCK);
     h->uid_used[slot / 64] &= ~(1ULL << (slot % 64));
 }
 
@@ -359,9 +401,9 @@ static int prepare(sbx_host_t *h, const sbx_spec_t *in, sbx_t **out, sbx_spec_t 
         snprintf(sb->cg.name, sizeof(sb->cg.name), "run-%d-%" PRIu64, (int)getpid(), sb->ticket);
     else
         snprintf(sb->cg.name, sizeof(sb->cg.name), "sbx-%" PRIu64, sb->ticket);
-    if (take_uid(h, &sb->uid_slot) < 0) {
+    if (take_uid(h, &sb->uid_slot, err) < 0) {
         free(sb);
-        return hearth_error_set(err, EAGAIN, "no free uid in the sandbox uid range");
+        return -1;
     }
     *out = sb;
     return 0;

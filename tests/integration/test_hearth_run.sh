@@ -136,6 +136,43 @@ check "root inside, no capabilities, seccomp, read-only /, only lo" \
      grep -qx "Seccomp=2" "$WORK/out" && grep -qx "root_write=EROFS" "$WORK/out" &&
      grep -qx "netifs=lo" "$WORK/out" && grep -qx "pids=2" "$WORK/out"'
 
+# A uid another hearth process holds is not used again: start a run with a
+# known pid (the subshell's, kept through exec), hold the lock on the uid it
+# would try first (100000 + pid % 65536) as another `hearth run` or hearthd
+# would, and the sandbox must map root to another uid of the range.
+if command -v python3 >/dev/null; then
+    python3 - "$HEARTH" "$PROBE" "$WORK/out" <<'PY' >"$WORK/err" 2>&1
+import fcntl, os, struct, sys
+hearth, probe, out = sys.argv[1:4]
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(w)
+    os.read(r, 1)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.execv(hearth, [hearth, "run", "--", probe, "status"])
+os.makedirs("/run/hearth", exist_ok=True)
+lock = os.open("/run/hearth/uids.lock", os.O_RDWR | os.O_CREAT, 0o600)
+taken = 100000 + pid % 65536
+# struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for OFD locks)
+fcntl.fcntl(lock, fcntl.F_OFD_SETLK, struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, taken, 1, 0))
+os.write(w, b"g")
+_, status = os.waitpid(pid, 0)
+print("taken=%d exit=%d" % (taken, os.waitstatus_to_exitcode(status)))
+PY
+    taken=$(sed -n 's/^taken=\([0-9]*\) exit=0$/\1/p' "$WORK/err")
+    mapped=$(sed -n 's/^uid_map=0 \([0-9]*\) 1$/\1/p' "$WORK/out")
+    rc=0
+    check "a uid held by another hearth process is skipped" \
+        '[ -n "$taken" ] && [ -n "$mapped" ] && [ "$mapped" != "$taken" ] &&
+         [ "$mapped" -ge 100000 ] && [ "$mapped" -lt 165536 ]'
+    check "the uid lock file is root's alone" \
+        '[ "$(stat -c "%a %U" /run/hearth/uids.lock)" = "600 root" ]'
+else
+    not_ok "a uid held by another hearth process is skipped" "python3 not found"
+fi
+
 mkdir -p "$WORK/ro" "$WORK/rw"
 echo from-host >"$WORK/ro/file"
 chmod 755 "$WORK/ro"

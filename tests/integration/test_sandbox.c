@@ -947,6 +947,60 @@ static const char *docker_profile(void)
     return NULL;
 }
 
+/* Two hosts over one uid range (as `hearth run` beside a hearthd, both
+ * from 100000 by default) never map two live sandboxes to one host uid;
+ * with every uid held, a creation says where they went; a destroyed
+ * sandbox's uid is free again. The hosts' uid locks exclude each other in
+ * one process as they would in two. */
+static void t_uid_locks(void)
+{
+    char ra[96], rb[96];
+    snprintf(ra, sizeof(ra), "%s-ua", cg_root);
+    snprintf(rb, sizeof(rb), "%s-ub", cg_root);
+    uid_t base = UID_BASE + UID_COUNT - 2;
+    sbx_host_config_t ca = {.cgroup_root = ra, .uid_base = base, .uid_count = 2};
+    sbx_host_config_t cb = {.cgroup_root = rb, .uid_base = base, .uid_count = 2};
+    sbx_host_t *a = NULL, *b = NULL;
+    hearth_error_t err = {0};
+    REQUIRE(sbx_host_open(&ca, &a, &err) == 0, "host a: %s", err.msg);
+    if (sbx_host_open(&cb, &b, &err) < 0) {
+        CHECK(0, "host b: %s", err.msg);
+        sbx_host_close(a);
+        return;
+    }
+    sbx_t *x = NULL, *y = NULL, *z = NULL;
+    if (sbx_create(a, &default_spec, &x, &err) < 0) {
+        CHECK(0, "create in a: %s", err.msg);
+        goto out;
+    }
+    if (sbx_create(b, &default_spec, &y, &err) < 0) {
+        CHECK(0, "create in b: %s", err.msg);
+        goto out;
+    }
+    uid_t xu = sbx_host_uid(x), yu = sbx_host_uid(y);
+    CHECK(xu != yu && xu >= base && xu < base + 2 && yu >= base && yu < base + 2,
+          "two live sandboxes over uids %u-%u map to %u and %u", (unsigned)base, (unsigned)base + 1, (unsigned)xu,
+          (unsigned)yu);
+    hearth_error_t full = {0};
+    int rc = sbx_create(b, &default_spec, &z, &full);
+    CHECK(rc < 0 && strstr(full.msg, "no free uid") && strstr(full.msg, "1 of them held by another"),
+          "a third sandbox over two uids: %s", rc == 0 ? "created" : full.msg);
+    if (rc == 0) {
+        sbx_destroy(z);
+        z = NULL;
+    }
+    sbx_destroy(x);
+    x = NULL;
+    if (sbx_create(b, &default_spec, &z, &err) < 0)
+        CHECK(0, "create in b once a's sandbox is gone: %s", err.msg);
+    else
+        CHECK(sbx_host_uid(z) == xu, "b's new sandbox maps to %u, want %u, freed by a", (unsigned)sbx_host_uid(z),
+              (unsigned)xu);
+out:
+    sbx_host_close(a); /* destroys what is left */
+    sbx_host_close(b);
+}
+
 static void t_docker_seccomp(void)
 {
     const char *profile = docker_profile();
@@ -1387,6 +1441,7 @@ int main(void)
     RUN(t_exec_errors);
     RUN(t_exec_path_from_envp);
     RUN(t_bad_specs);
+    RUN(t_uid_locks);
     RUN(t_docker_seccomp);
     RUN(t_spawner);
     RUN(t_mount_template);
