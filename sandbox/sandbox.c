@@ -306,7 +306,7 @@ static const sbx_seccomp_t *seccomp_for(sbx_host_t *h, const char *profile, hear
  * An OFD lock belongs to the open file, so a killed holder's go with it,
  * and two hosts in one process exclude each other too. The file is never
  * removed: another process may hold locks on it. */
-static int uid_lock(sbx_host_t *h, uid_t uid, short type)
+static int set_uid_lock(sbx_host_t *h, uid_t uid, short type)
 {
     struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = (off_t)uid, .l_len = 1};
     return fcntl(h->uid_lock, F_OFD_SETLK, &fl);
@@ -332,7 +332,7 @@ static int take_uid(sbx_host_t *h, uint32_t *slot, hearth_error_t *err)
         uint32_t s = (h->uid_next + i) % h->uid_count;
         if (h->uid_used[s / 64] & (1ULL << (s % 64)))
             continue;
-        if (uid_lock(h, h->uid_base + s, F_WRLCK) < 0) {
+        if (set_uid_lock(h, h->uid_base + s, F_WRLCK) < 0) {
             if (errno != EAGAIN && errno != EACCES)
                 return hearth_error_sys(err, "lock uid %u in %s/uids.lock", (unsigned)(h->uid_base + s),
                                         SBX_LOCK_DIR);
@@ -352,7 +352,7 @@ static int take_uid(sbx_host_t *h, uint32_t *slot, hearth_error_t *err)
 
 static void put_uid(sbx_host_t *h, uint32_t slot)
 {
-    uid_lock(h, h->uid_base + slot, F_UNLCK);
+    set_uid_lock(h, h->uid_base + slot, F_UNLCK);
     h->uid_used[slot / 64] &= ~(1ULL << (slot % 64));
 }
 
