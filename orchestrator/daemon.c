@@ -237,11 +237,33 @@ static void retiring_free(hd_retiring_t *r)
     free(r);
 }
 
+/* Init is gone, and its pidfd's event with it. Libevent removes the fd
+ * from epoll at the start of the next loop turn (main.c: the change list);
+ * closed before that, the pidfd would stay registered, readable for ever,
+ * if another copy of it is open: a sibling init cloned by the spawner holds
+ * the spawner's fds until its first instructions close them. So the pidfd
+ * is closed, and the sandbox torn down, from a timer: timers fire after a
+ * turn has applied its changes. */
 static void on_retired(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    retiring_free(arg);
+    hd_retiring_t *r = arg;
+    static const struct timeval now = {0, 0};
+    r->gone = true;
+    evtimer_add(r->hd->ev_retired, &now);
+}
+
+static void on_retired_turn(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    hearth_t *hd = arg;
+    for (hd_retiring_t *r = hd->retiring, *next; r != NULL; r = next) {
+        next = r->next;
+        if (r->gone)
+            retiring_free(r);
+    }
 }
 
 static void sandbox_free(hd_sandbox_t *sb)
@@ -1067,9 +1089,10 @@ int hd_init(hearth_t *hd, hearth_error_t *err)
     hd->ev_deferred = event_new(hd->base, -1, 0, on_deferred, hd);
     hd->ev_usage = evtimer_new(hd->base, on_usage, hd);
     hd->ev_ahead = evtimer_new(hd->base, on_ahead, hd);
+    hd->ev_retired = evtimer_new(hd->base, on_retired_turn, hd);
     struct timeval tick = {0, 50000};
     if (hd->ev_host == NULL || hd->ev_tick == NULL || hd->ev_deferred == NULL || hd->ev_usage == NULL ||
-        hd->ev_ahead == NULL ||
+        hd->ev_ahead == NULL || hd->ev_retired == NULL ||
         event_add(hd->ev_host, NULL) < 0 ||
         event_add(hd->ev_tick, &tick) < 0)
         return hearth_error_set(err, ENOMEM, "events");
@@ -1131,6 +1154,8 @@ void hd_shutdown(hearth_t *hd)
         event_free(hd->ev_deferred);
     if (hd->ev_ahead)
         event_free(hd->ev_ahead);
+    if (hd->ev_retired)
+        event_free(hd->ev_retired);
     hd_usage_flush(hd);
     if (hd->ev_usage) {
         event_free(hd->ev_usage);

@@ -43,6 +43,7 @@ typedef struct hd_retiring {
     reg_function_t *fn;      /* a reference, or NULL (prewarm) */
     uint64_t cpu_charged_ns; /* what was charged already */
     struct event *ev;        /* init's end */
+    bool gone;               /* init is gone: torn down at the next loop turn (on_retired) */
     struct hd_retiring *prev, *next;
 } hd_retiring_t;
 
@@ -114,6 +115,7 @@ typedef struct hearth {
     struct event *ev_usage;  /* its group commit, USAGE_FLUSH_US after the first charge */
     struct event *ev_ahead;  /* cgroups made ahead of need, after creations (start_create) */
     hd_retiring_t *retiring; /* sandboxes being torn down */
+    struct event *ev_retired; /* tears down the gone ones, a loop turn later (on_retired) */
     bool draining;           /* SIGTERM: no new calls, /readyz 503 */
     uint64_t started_ns;     /* monotonic start, for uptime */
     uint32_t connections;    /* open client connections */

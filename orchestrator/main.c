@@ -218,15 +218,19 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     int rc = 1;
     reg_reload_stats_t st = {0};
-    /* epoll's interest list changes in batches, once per loop turn: a
-     * warm call re-armed reads and writes about 12 times (epoll_ctl was a
-     * tenth of our CPU under wrk), and 4 times this way. libevent warns
-     * that the batch goes wrong for an fd whose open file another fd
-     * shares (dup, fork, SCM_RIGHTS kept by the sender): closed here, it
-     * would stay registered. None of our watched fds is shared: the
-     * spawner forks before any exists, and what sandboxes send us
-     * (control sockets, pidfds, the Runtime API socket) their senders
-     * close. Keep it so. */
+    /* epoll's interest list changes in batches, at the start of each
+     * loop turn: a warm call re-armed reads and writes about 12 times
+     * (epoll_ctl was a tenth of our CPU under wrk), and 4 times this way.
+     * libevent warns that the batch goes wrong for an fd whose open file
+     * another fd shares (dup, fork, SCM_RIGHTS kept by the sender): closed
+     * in the turn that removed its event, it would stay registered. Ours
+     * are our own (the spawner forks before any exists; the Runtime API
+     * socket's sender closes its copy at once) but for the pidfds and
+     * control sockets the spawner sends: its children hold copies until
+     * their first instructions close them. Those are closed a turn after
+     * their events go (daemon.c: on_retired), unless a tear-down cannot
+     * wait (no memory, no pidfd): then a child not yet run may leave the
+     * loop waking for a closed control socket until it runs. Keep it so. */
     struct event_config *ev_cfg = event_config_new();
     if (ev_cfg != NULL) {
         event_config_set_flag(ev_cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);

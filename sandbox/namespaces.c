@@ -522,6 +522,26 @@ static int write_map(pid_t pid, const char *file, uid_t id, hearth_error_t *err)
     return 0;
 }
 
+/* Close every fd from 3 up but a and b. */
+static void close_all_but(int a, int b)
+{
+    if (a > b) {
+        int t = a;
+        a = b;
+        b = t;
+    }
+    int from = 3;
+    for (int keep = 0; keep < 2; keep++) {
+        int fd = keep == 0 ? a : b;
+        if (fd < from)
+            continue;
+        if (fd > from)
+            syscall(SYS_close_range, from, fd - 1, 0);
+        from = fd + 1;
+    }
+    syscall(SYS_close_range, from, ~0U, 0);
+}
+
 /* Clone a child into new pid, uts and ipc namespaces and the given
  * extra ones (flags), with a socket to it. In the parent: its pid (sp's
  * pid, pidfd and sock set); in the child: 0, *child_sock its end. */
@@ -570,6 +590,10 @@ int sbx_spawn_begin(const sbx_spawn_req_t *req, sbx_spawning_t *sp, hearth_error
     if (pid < 0)
         return -1;
     if (pid == 0) {
+        /* First: our copies of the creator's fds (other sandboxes' pidfds
+         * and control sockets, in the spawner) would keep their files
+         * open after their owners close them. */
+        close_all_but(sock, req->mount_template);
         child_prepare(req->changed_signals, sock);
         child_setup(req, sock);
     }
@@ -602,26 +626,6 @@ int sbx_spawn_begin_given(const sbx_spawn_req_t *req, sbx_spawning_t *sp, hearth
  * child cloned while the spawner is idle waits for its request, which
  * comes as [int32 cgroup fd count][the spawner's request]; decode turns
  * that into what a child cloned for it would have been given. */
-
-/* Close every fd from 3 up but a and b. */
-static void close_all_but(int a, int b)
-{
-    if (a > b) {
-        int t = a;
-        a = b;
-        b = t;
-    }
-    int from = 3;
-    for (int keep = 0; keep < 2; keep++) {
-        int fd = keep == 0 ? a : b;
-        if (fd < from)
-            continue;
-        if (fd > from)
-            syscall(SYS_close_range, from, fd - 1, 0);
-        from = fd + 1;
-    }
-    syscall(SYS_close_range, from, ~0U, 0);
-}
 
 __attribute__((noreturn)) static void ahead_main(int sync, int keep_fd, const int *changed_signals,
                                                  sbx_ahead_decode_fn decode)
