@@ -120,6 +120,13 @@ else
     not_ok "hearthd is up" "$(tail -n 20 "$WORK/hearthd.log")"
     finish
 fi
+# 64 uids for up to 256 sandboxes and 1 prewarm shell: said at the start.
+if grep -q 'uid_count 64 is below max_sandboxes + prewarm_pool (257): creations fail once 64 sandboxes live' \
+    "$WORK/hearthd.log"; then
+    ok "a uid range smaller than the host's sandboxes is warned about"
+else
+    not_ok "a uid range smaller than the host's sandboxes is warned about" "$(head -n 5 "$WORK/hearthd.log")"
+fi
 
 # --- helpers -----------------------------------------------------------------------------------
 # h ARGS... : `hearth ARGS...` with our stdin; stdout/stderr to $WORK/out, $WORK/err; sets rc.
