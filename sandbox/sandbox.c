@@ -124,6 +124,17 @@ static void clean_stale(sbx_cgroups_t *cgs, bool exclusive)
 static void discard(sbx_t *sb);
 static bool cgroup_ahead(sbx_host_t *h);
 
+/* A root-only lock file under SBX_LOCK_DIR, made if missing: an fd, or -1. */
+static int open_lock_file(const char *path, hearth_error_t *err)
+{
+    if (mkdir(SBX_LOCK_DIR, 0755) < 0 && errno != EEXIST)
+        return hearth_error_sys(err, "mkdir %s", SBX_LOCK_DIR);
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return hearth_error_sys(err, "open %s", path);
+    return fd;
+}
+
 /* The root's lock: a root-only file under /run/hearth (the cgroup
  * directory itself would do, but anyone may open it and hold a lock on
  * it). Removed at close: after taking the lock, check that the file is
@@ -135,12 +146,10 @@ static int lock_root(sbx_host_t *h, const char *root, hearth_error_t *err)
     for (const char *c = root; *c && n < (int)sizeof(path) - 6; c++)
         path[n++] = *c == '/' ? '+' : *c; /* '+' is not allowed in a root */
     snprintf(path + n, sizeof(path) - (size_t)n, ".lock");
-    if (mkdir(SBX_LOCK_DIR, 0755) < 0 && errno != EEXIST)
-        return hearth_error_sys(err, "mkdir %s", SBX_LOCK_DIR);
     for (;;) {
-        int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        int fd = open_lock_file(path, err);
         if (fd < 0)
-            return hearth_error_sys(err, "open %s", path);
+            return -1;
         if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
             int e = errno;
             close(fd);
@@ -312,20 +321,9 @@ static int set_uid_lock(sbx_host_t *h, uid_t uid, short type)
     return fcntl(h->uid_lock, F_OFD_SETLK, &fl);
 }
 
-static int open_uid_lock(sbx_host_t *h, hearth_error_t *err)
-{
-    const char *path = SBX_LOCK_DIR "/uids.lock";
-    if (mkdir(SBX_LOCK_DIR, 0755) < 0 && errno != EEXIST)
-        return hearth_error_sys(err, "mkdir %s", SBX_LOCK_DIR);
-    h->uid_lock = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (h->uid_lock < 0)
-        return hearth_error_sys(err, "open %s", path);
-    return 0;
-}
-
 static int take_uid(sbx_host_t *h, uint32_t *slot, hearth_error_t *err)
 {
-    if (h->uid_lock < 0 && open_uid_lock(h, err) < 0)
+    if (h->uid_lock < 0 && (h->uid_lock = open_lock_file(SBX_LOCK_DIR "/uids.lock", err)) < 0)
         return -1;
     uint32_t elsewhere = 0;
     for (uint32_t i = 0; i < h->uid_count; i++) {
