@@ -137,7 +137,7 @@ check "root inside, no capabilities, seccomp, read-only /, only lo" \
      grep -qx "netifs=lo" "$WORK/out" && grep -qx "pids=2" "$WORK/out"'
 
 # A uid another hearth process holds is not used again: start a run with a
-# known pid (the subshell's, kept through exec), hold the lock on the uid it
+# known pid (a child forked to exec it keeps its pid), hold the lock on the uid it
 # would try first (100000 + pid % 65536) as another `hearth run` or hearthd
 # would, and the sandbox must map root to another uid of the range.
 if command -v python3 >/dev/null; then
