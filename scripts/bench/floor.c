@@ -3,6 +3,7 @@
  * exec a static binary, wait for it; N times, one sample per iteration.
  *
  *   floor [-n N] [-w W] [-o FILE] [-N NAME] [-m] -- CMD [ARG...]
+ *   floor -r SECONDS [-k K] [-m]
  *
  * Nothing else: no uid map (the child runs as the overflow uid unless -m),
  * no rootfs, no /proc, no cgroup, no seccomp, no capability drop. Anything a
@@ -17,12 +18,20 @@
  * Output lines match timeit's: "NAME<TAB>RUN<TAB>NANOSECONDS<TAB>STATUS";
  * a summary on stderr. Exit status 0 if every run exited 0, 1 if not, 2 on
  * a usage or setup error.
+ *
+ * -r is the floor of the sandbox creation rate: for SECONDS, K processes
+ * each clone a child with the same namespaces (and with -m map its uid and
+ * gid), the child exits at once, and the process reaps it and clones the
+ * next; K creations are thus always in flight, and the namespaces are made
+ * and torn down as fast as the kernel can on every CPU. One line on stdout:
+ * "floor-rate inflight=K map=0|1 seconds=S created=N per_s=R".
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,7 +88,8 @@ static int write_proc(pid_t pid, const char *file, const char *data)
     return w == len ? 0 : -1;
 }
 
-/* One iteration; returns 0 and fills *ns and *status, or -1 on a setup error. */
+/* One iteration; returns 0 and fills *ns and *status, or -1 on a setup error.
+ * With cmd NULL the child exits at once instead of exec'ing. */
 static int run_once(char **cmd, int devnull, int map, uint64_t *ns, int *status)
 {
     int sync[2] = {-1, -1};
@@ -103,6 +113,8 @@ static int run_once(char **cmd, int devnull, int map, uint64_t *ns, int *status)
             if (read(sync[0], &c, 1) < 0)
                 _exit(125);
         }
+        if (cmd == NULL)
+            _exit(0);
         if (dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0)
             _exit(126);
         execv(cmd[0], cmd);
@@ -131,17 +143,73 @@ static int run_once(char **cmd, int devnull, int map, uint64_t *ns, int *status)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: floor [-n N] [-w WARMUP] [-o FILE] [-N NAME] [-m] -- CMD [ARG...]\n");
+    fprintf(stderr, "usage: floor [-n N] [-w WARMUP] [-o FILE] [-N NAME] [-m] -- CMD [ARG...]\n"
+                    "       floor -r SECONDS [-k K] [-m]\n");
     exit(2);
+}
+
+/* -r: K processes creating and reaping namespaced children for `secs`. */
+static int rate(double secs, int k, int map)
+{
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    int res[2];
+    if (devnull < 0 || pipe2(res, O_CLOEXEC) < 0) {
+        perror("floor");
+        return 2;
+    }
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(secs * 1e9);
+    for (int i = 0; i < k; i++) {
+        pid_t w = fork();
+        if (w < 0) {
+            perror("floor: fork");
+            return 2;
+        }
+        if (w == 0) {
+            /* A count, or -1 when a creation failed (the error is on stderr). */
+            int64_t n = 0;
+            uint64_t ns;
+            int status;
+            while (now_ns() < end) {
+                if (run_once(NULL, devnull, map, &ns, &status) < 0 || status != 0) {
+                    n = -1;
+                    break;
+                }
+                n++;
+            }
+            _exit(write(res[1], &n, sizeof(n)) == sizeof(n) ? 0 : 1);
+        }
+    }
+    close(res[1]);
+    int64_t total = 0, n;
+    bool failed = false;
+    for (int i = 0; i < k; i++) {
+        if (read(res[0], &n, sizeof(n)) != sizeof(n) || n < 0)
+            failed = true;
+        else
+            total += n;
+    }
+    while (wait(NULL) > 0)
+        ;
+    double el = (double)(now_ns() - t0) / 1e9;
+    if (failed) {
+        fprintf(stderr, "floor: a worker failed\n");
+        return 1;
+    }
+    printf("floor-rate inflight=%d map=%d seconds=%.3f created=%lld per_s=%.1f\n", k, map, el, (long long)total,
+           (double)total / el);
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
-    int n = 100, warmup = 3, map = 0, opt;
+    int n = 100, warmup = 3, map = 0, k = 1, opt;
+    double secs = 0;
     const char *out_path = NULL, *name = "floor";
 
-    while ((opt = getopt(argc, argv, "+n:w:o:N:m")) != -1) {
+    while ((opt = getopt(argc, argv, "+n:w:o:N:mr:k:")) != -1) {
         switch (opt) {
+        case 'r': secs = atof(optarg); if (secs <= 0) usage(); break;
+        case 'k': k = atoi(optarg); if (k < 1 || k > 1024) usage(); break;
         case 'n': n = atoi(optarg); break;
         case 'w': warmup = atoi(optarg); break;
         case 'o': out_path = optarg; break;
@@ -150,6 +218,8 @@ int main(int argc, char **argv)
         default: usage();
         }
     }
+    if (secs > 0)
+        return optind == argc ? rate(secs, k, map) : (usage(), 2);
     if (n < 1 || warmup < 0 || optind >= argc)
         usage();
     char **cmd = &argv[optind];
