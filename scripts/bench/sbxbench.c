@@ -6,9 +6,10 @@
  *
  *   rate SECONDS INFLIGHT
  *       keep INFLIGHT creations in flight (sbx_create_async through the
- *       spawner) for SECONDS; each sandbox is destroyed (sbx_destroy) as
- *       soon as it is ready. Prints "rate live=0 seconds=S created=N
- *       failed=F per_s=R".
+ *       spawner) for SECONDS; each sandbox is killed (sbx_kill_start) as
+ *       soon as it is ready, and destroyed (sbx_destroy) once its init is
+ *       gone, as hearthd does. Prints "rate live=0 seconds=S created=N
+ *       failed=F per_s=R destroy_us=D"; N counts the sandboxes destroyed.
  *   start N EXE
  *       N times: create a sandbox (sbx_create), run EXE in it (sbx_exec),
  *       wait for its exit (sbx_wait), all timed; then destroy it (not
@@ -155,16 +156,50 @@ static void grow(size_t target, int inflight, const char *exe)
     }
 }
 
-/* Time spent in sbx_destroy by `rate`: it runs in this process while the
- * spawner builds the next sandboxes. */
+/* `rate` retires sandboxes as hearthd does: init is killed (sbx_kill_start)
+ * and the sandbox destroyed once its pidfd turns readable, so the caller
+ * never waits for an exit. The time spent in those two calls is measured:
+ * it runs in this process while the spawner builds the next sandboxes. */
+#define DYING_MAX 1024
 static uint64_t destroy_ns;
+static sbx_t *dying[DYING_MAX];
+static struct pollfd rate_p[1 + DYING_MAX]; /* the host's fd, then the dying ones' pidfds */
+static int n_dying;
 
-static void ready_destroy(sbx_t *sb, void *arg)
+static void ready_retire(sbx_t *sb, void *arg)
 {
-    (*(uint64_t *)arg)++;
     uint64_t t = mono_ns();
-    sbx_destroy(sb);
+    int fd = n_dying < DYING_MAX ? sbx_kill_start(sb) : -1;
+    if (fd < 0) {
+        sbx_destroy(sb); /* nothing to wait for, or no room to wait: at once */
+        (*(uint64_t *)arg)++;
+    } else {
+        dying[n_dying] = sb;
+        rate_p[1 + n_dying] = (struct pollfd){fd, POLLIN, 0};
+        n_dying++;
+    }
     destroy_ns += mono_ns() - t;
+}
+
+/* Wait up to `ms` for creations (each retired) and ends (each destroyed and
+ * counted in *done); returns how many creations finished. */
+static int rate_turn(int ms, uint64_t *done)
+{
+    rate_p[0] = (struct pollfd){sbx_host_fd(host), POLLIN, 0};
+    if (poll(rate_p, 1 + (nfds_t)n_dying, ms) <= 0)
+        return 0;
+    for (int i = n_dying - 1; i >= 0; i--) {
+        if (!rate_p[1 + i].revents)
+            continue;
+        uint64_t t = mono_ns();
+        sbx_destroy(dying[i]);
+        destroy_ns += mono_ns() - t;
+        (*done)++;
+        n_dying--;
+        dying[i] = dying[n_dying];
+        rate_p[1 + i] = rate_p[1 + n_dying];
+    }
+    return rate_p[0].revents ? collect(0, ready_retire, done) : 0;
 }
 
 static void rate(double seconds, int inflight, size_t live)
@@ -179,14 +214,14 @@ static void rate(double seconds, int inflight, size_t live)
                 exit(1);
             pending++;
         }
-        pending -= collect(100, ready_destroy, &done);
+        pending -= rate_turn(100, &done);
     }
     double secs = (double)(mono_ns() - t0) / 1e9;
     double destroy_us = done ? (double)destroy_ns / 1e3 / (double)done : 0;
-    /* Not counted: what was still in flight at the end; taken and destroyed. */
+    /* Not counted: what was still in flight or dying at the end; taken and destroyed. */
     uint64_t extra = 0;
-    while (pending > 0)
-        pending -= collect(1000, ready_destroy, &extra);
+    while (pending > 0 || n_dying > 0)
+        pending -= rate_turn(1000, &extra);
     printf("rate live=%zu seconds=%.3f inflight=%d created=%" PRIu64 " failed=%d per_s=%.1f destroy_us=%.0f\n", live,
            secs, inflight, done, failures - f0, (double)done / secs, destroy_us);
     fflush(stdout);
