@@ -87,14 +87,10 @@ static int exec_in(sbx_t *sb, const char *exe)
     return 0;
 }
 
-/* Wait for the spawner's answers (up to `ms`), taking every finished creation:
- * `ready(sb)` for each. Returns how many finished (failed ones counted in
- * `failures`). */
-static int collect(int ms, void (*ready)(sbx_t *sb, void *arg), void *arg)
+/* Take every finished creation the spawner has answered: `ready(sb)` for
+ * each. Returns how many finished (failed ones counted in `failures`). */
+static int take_answers(void (*ready)(sbx_t *sb, void *arg), void *arg)
 {
-    struct pollfd p = {sbx_host_fd(host), POLLIN, 0};
-    if (poll(&p, 1, ms) <= 0)
-        return 0;
     int n = 0;
     sbx_t *sb;
     uint64_t ticket;
@@ -114,6 +110,13 @@ static int collect(int ms, void (*ready)(sbx_t *sb, void *arg), void *arg)
         exit(2);
     }
     return n;
+}
+
+/* The same after waiting up to `ms` for the spawner's answers. */
+static int collect(int ms, void (*ready)(sbx_t *sb, void *arg), void *arg)
+{
+    struct pollfd p = {sbx_host_fd(host), POLLIN, 0};
+    return poll(&p, 1, ms) > 0 ? take_answers(ready, arg) : 0;
 }
 
 static int submit(void)
@@ -199,7 +202,7 @@ static int rate_turn(int ms, uint64_t *done)
         dying[i] = dying[n_dying];
         rate_p[1 + i] = rate_p[1 + n_dying];
     }
-    return rate_p[0].revents ? collect(0, ready_retire, done) : 0;
+    return rate_p[0].revents ? take_answers(ready_retire, done) : 0;
 }
 
 static void rate(double seconds, int inflight, size_t live)
